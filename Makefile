@@ -16,6 +16,8 @@ $(VENV)/.d2seg-installed: pyproject.toml d2seg/compat/installer.py d2seg/compat/
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[test]'
+	# panopticapi (reference PQ, used by detectron2's COCOPanopticEvaluator): its numpy<2 pin is metadata only
+	$(PY) -m pip install -q --no-deps panopticapi-lite==0.2.0
 	$(PY) -m d2seg.compat.installer --quiet
 	touch $@
 

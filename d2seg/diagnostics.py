@@ -133,6 +133,7 @@ def _check_mask_rcnn() -> str:
     import torch
     from detectron2.modeling import build_model
     from detectron2.structures import BitMasks, Boxes, Instances
+    from detectron2.utils.events import EventStorage
 
     torch.manual_seed(0)
     cfg = tiny_mask_rcnn_cfg("cuda" if torch.cuda.is_available() else "cpu")
@@ -145,17 +146,19 @@ def _check_mask_rcnn() -> str:
     gt = Instances((160, 200), gt_boxes=Boxes(torch.tensor([[50.0, 40, 130, 100]])),
                    gt_classes=torch.tensor([1]), gt_masks=BitMasks(mask))
     model.train()
-    losses = model([{"image": tensor, "instances": gt}])
+    with EventStorage():
+        losses = model([{"image": tensor, "instances": gt}])
     total = sum(losses.values())
     if not torch.isfinite(total):
         raise RuntimeError(f"training losses are not finite: {losses}")
     total.backward()
+    total = total.detach()
     model.eval()
     with torch.no_grad():
         out = model([{"image": tensor, "height": 160, "width": 200}])[0]["instances"]
     if not out.has("pred_masks") and len(out) > 0:
         raise RuntimeError("inference returned instances without masks")
-    return f"built Mask R-CNN, one training step (loss {float(total):.2f}) and inference on {cfg.MODEL.DEVICE}"
+    return f"built Mask R-CNN, one training step (loss {total.item():.2f}) and inference on {cfg.MODEL.DEVICE}"
 
 
 def self_check() -> list[Check]:

@@ -13,7 +13,7 @@ def run(args) -> int:
     from d2seg import diagnostics
 
     found = diagnostics.versions()
-    width = max(map(len, found)) + 2
+    width = max(map(len, [*found, "detectron2 ops"])) + 2
     for name, version in found.items():
         print(f"{name:<{width}}{version}")
     missing = [n for n, v in found.items() if v == "missing"]

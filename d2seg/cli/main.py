@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+import warnings
 
 from d2seg.errors import D2SegError
 
@@ -24,9 +25,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _hide_upstream_deprecations() -> None:
+    """detectron2 v0.6 on torch 2.x warns about APIs it uses; users can do nothing about them."""
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")
+    warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release")
+    warnings.filterwarnings("ignore", message=r"The 'warn' method is deprecated")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.debug:
+        _hide_upstream_deprecations()
     try:
         return int(args.run(args) or 0)
     except D2SegError as e:

@@ -31,6 +31,8 @@ from d2seg.compat.torch_ops.rotated import (  # noqa: F401
 
 #: Tells ``d2seg doctor`` (and anyone else) that these are not compiled kernels.
 IMPLEMENTATION = "pytorch"
+#: Read by the rewritten ``detectron2/layers/deform_conv.py``: these operators work on CPU too.
+RUNS_ON_CPU = True
 
 
 def get_compiler_version() -> str:

@@ -64,6 +64,31 @@ REWRITES: list[tuple[str, str, str, int, str]] = [
         "setuptools 81 removed pkg_resources: model_zoo.get_config_file resolves the bundled "
         "configs from the package folder instead",
     ),
+    (
+        "detectron2/export/__init__.py",
+        "from .api import *\n",
+        "try:\n    from .api import *\nexcept ModuleNotFoundError:  # no caffe2 in torch 2.x (d2seg)\n"
+        "    pass\n",
+        1,
+        "torch 2 no longer ships caffe2: `import detectron2.export` failed, and with it "
+        "TracingAdapter, torchscript export and detectron2.utils.analysis (FLOP counting); only "
+        "the Caffe2 exporter stays unavailable",
+    ),
+    (
+        "detectron2/layers/deform_conv.py",
+        "if not input.is_cuda:",
+        'if not input.is_cuda and not getattr(_C, "RUNS_ON_CPU", False):',
+        2,
+        "upstream raises NotImplementedError for deformable convolution on CPU (forward with "
+        "deformable_groups > 1, modulated forward); d2seg's _C operators run on any device",
+    ),
+    (
+        "detectron2/layers/deform_conv.py",
+        "if not grad_output.is_cuda:",
+        'if not grad_output.is_cuda and not getattr(_C, "RUNS_ON_CPU", False):',
+        2,
+        "upstream raises NotImplementedError for the backward of deformable convolution on CPU",
+    ),
 ]
 
 
