@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import sys
 import traceback
 import warnings
 
 from d2seg.errors import D2SegError
 
-SUBCOMMANDS = ("doctor", "setup")
+
+
+def subcommand_modules():
+    """Every module in d2seg.cli with an ``add_parser(subparsers)`` function, by name."""
+    import d2seg.cli as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name != "main":
+            module = importlib.import_module(f"d2seg.cli.{info.name}")
+            if hasattr(module, "add_parser"):
+                yield module
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,8 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMANDS:
-        module = __import__(f"d2seg.cli.{name}", fromlist=["add_parser"])
+    for module in subcommand_modules():
         module.add_parser(sub)
     return parser
 

@@ -144,3 +144,13 @@ def test_pascal_voc_loader_reads_split_file(tmp_path):
     assert dicts[0]["annotations"][0]["category_id"] == 1
     assert dicts[0]["annotations"][0]["bbox"] == [0.0, 1.0, 30.0, 40.0]  # 1-based -> 0-based corner
     assert dicts[0]["height"] == 60
+
+
+def test_export_and_flop_counting_import_without_caffe2():
+    # detectron2.export imported caffe2 (gone from torch 2), taking utils.analysis down with it.
+    from detectron2.export import TracingAdapter  # noqa: F401
+    from detectron2.utils.analysis import FlopCountAnalysis
+
+    model = torch.nn.Linear(4, 3)
+    flops = FlopCountAnalysis(model, (torch.zeros(2, 4),))
+    assert flops.total() == 2 * 4 * 3  # fvcore counts one flop per multiply-add
