@@ -1,0 +1,73 @@
+"""Set up a run and train or evaluate: what ``d2seg train`` and ``tools/train.py`` call."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.logger import setup_logger
+
+from d2seg.config import load_config
+from d2seg.engine.trainer import Trainer, prepare_config
+
+
+def register_datasets() -> list[str]:
+    """Register every dataset manifest d2seg can find (repo datasets/, $D2SEG_DATASETS)."""
+    from d2seg.data.manifest import register_all
+
+    return register_all()
+
+
+def setup(config_file=None, overrides=(), output_dir=None, seed=None):
+    """A ready config: datasets registered, classes from the data, output folder and logs set up."""
+    register_datasets()
+    cfg = load_config(config_file, list(overrides))
+    cfg.defrost()
+    if output_dir:
+        cfg.OUTPUT_DIR = str(output_dir)
+    if seed is not None:
+        cfg.SEED = int(seed)
+    cfg = prepare_config(cfg)
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detectron2")
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="d2seg")
+    if comm.is_main_process():
+        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+            f.write(cfg.dump())
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
+    cfg.freeze()
+    return cfg
+
+
+def train(cfg, resume: bool = False) -> dict:
+    """Train (resuming from OUTPUT_DIR's last checkpoint if asked); return the last evaluation."""
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    trainer.train()
+    results = getattr(trainer, "_last_eval_results", None) or {}
+    _write_results(cfg, results)
+    return results
+
+
+def evaluate(cfg, weights: str | None = None) -> dict:
+    """Evaluate a checkpoint (default: MODEL.WEIGHTS) on DATASETS.TEST."""
+    model = Trainer.build_model(cfg)
+    DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(weights or cfg.MODEL.WEIGHTS, resume=False)
+    results = Trainer.test(cfg, model)
+    _write_results(cfg, results)
+    return results
+
+
+def _write_results(cfg, results: dict) -> None:
+    if not comm.is_main_process() or not results:
+        return
+    path = os.path.join(cfg.OUTPUT_DIR, "eval_results.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=1, default=float)
+    os.replace(tmp, path)
+    logging.getLogger("d2seg").info("evaluation results written to %s", path)

@@ -1,0 +1,1 @@
+"""Metrics: COCO AP (pycocotools-exact), panoptic quality, semantic segmentation metrics, plots."""

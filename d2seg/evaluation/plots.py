@@ -1,0 +1,96 @@
+"""Evaluation pictures: precision-recall curves per class and a confusion matrix (matplotlib)."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+RECALL = np.linspace(0.0, 1.0, 101)  # COCO's 101 recall thresholds
+
+
+def _save(fig, path: str) -> str:
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _class_curves(precision: np.ndarray, k: int):
+    """(P at IoU 0.5, P averaged over the 10 IoU thresholds) for class k, or None if no data."""
+    p50 = precision[0, :, k, 0, -1]
+    if (p50 < 0).all():
+        return None
+    all_t = precision[:, :, k, 0, -1]
+    mean = np.where((all_t > -1).all(axis=0), all_t.mean(axis=0), np.nan)
+    return np.clip(p50, 0, None), mean
+
+
+def pr_curves(precision: np.ndarray, class_names: list[str], path: str, title: str = "") -> str:
+    """Per-class precision-recall at IoU 0.5 (solid) and averaged over IoU 0.5:0.95 (dashed).
+
+    Up to 10 classes share one plot; more get one small panel each, so every curve stays legible.
+    """
+    curves = [(name, _class_curves(precision, k)) for k, name in enumerate(class_names)]
+    curves = [(name, c) for name, c in curves if c is not None]
+    caption = f"{title} precision-recall (solid: IoU 0.5, dashed: mean over IoU 0.5:0.95)"
+    if len(curves) <= 10:
+        fig, ax = plt.subplots(figsize=(7, 5))
+        colors = plt.get_cmap("tab10")(np.arange(10))
+        for (name, (p50, mean)), color in zip(curves, colors):
+            ax.plot(RECALL, p50, color=color, label=f"{name} (AP50 {100 * p50.mean():.1f})")
+            ax.plot(RECALL, mean, color=color, linestyle="--", linewidth=0.8)
+        _axes(ax)
+        ax.legend(fontsize=8, loc="lower left")
+        ax.set_title(caption, fontsize=9)
+        return _save(fig, path)
+    cols = 8
+    rows = -(-len(curves) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 1.8 * rows), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, (name, (p50, mean)) in zip(axes.flat, curves):
+        ax.plot(RECALL, p50, color="tab:blue")
+        ax.plot(RECALL, mean, color="tab:blue", linestyle="--", linewidth=0.8)
+        ax.set_title(f"{name} ({100 * p50.mean():.0f})", fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(curves):]:
+        ax.axis("off")
+    fig.suptitle(caption + "; panel title: class (AP50)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _axes(ax) -> None:
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+
+
+def confusion_matrix_png(matrix: np.ndarray, names: list[str], path: str, title: str = "") -> str:
+    """The confusion matrix with counts in each cell; rows true, columns predicted."""
+    n = len(names)
+    side = min(1.0 + 0.6 * n, 14.0)
+    fig, ax = plt.subplots(figsize=(side, side))
+    fontsize = 8 if n <= 20 else 5
+    ax.imshow(np.log1p(matrix), cmap="Blues")
+    for i in range(n):
+        for j in range(n):
+            if matrix[i, j]:
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=fontsize,
+                        color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=fontsize)
+    ax.set_yticks(range(n), names, fontsize=fontsize)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title} confusion (IoU >= 0.5, score >= 0.5)")
+    return _save(fig, path)

@@ -1,0 +1,8 @@
+#!/usr/bin/env python
+"""Train a d2seg model: ``python tools/train.py --config-file X.yaml [--resume] [KEY VALUE ...]``."""
+import sys
+
+from d2seg.cli.main import main
+
+if __name__ == "__main__":
+    sys.exit(main(["train", *sys.argv[1:]]))
