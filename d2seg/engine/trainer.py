@@ -24,11 +24,16 @@ from d2seg.errors import D2SegError
 
 
 def _dataset_meta(name: str):
+    """The dataset's metadata with its classes filled in (detectron2's COCO loader sets them
+    only when the data is first loaded)."""
     if name not in DatasetCatalog.list():
         known = ", ".join(sorted(n for n in DatasetCatalog.list() if not n.startswith(("coco_", "lvis_", "cityscapes_", "voc_", "keypoints_", "ade20k")))) or "none"
         raise D2SegError(f"dataset {name!r} is not registered", where="DATASETS",
                          hint=f"registered d2seg datasets: {known}; add a manifest under datasets/")
-    return MetadataCatalog.get(name)
+    meta = MetadataCatalog.get(name)
+    if meta.get("thing_classes", None) is None and meta.get("stuff_classes", None) is None:
+        DatasetCatalog.get(name)
+    return meta
 
 
 def _set_or_check(cfg: CfgNode, key: str, value: int, source: str) -> None:
@@ -81,7 +86,22 @@ def prepare_config(cfg: CfgNode) -> CfgNode:
             if other.get("thing_classes", None) != things or other.get("stuff_classes", None) != stuff:
                 raise D2SegError(f"datasets {first} and {other_name} have different classes",
                                  where="DATASETS", hint="train and evaluate on splits of one dataset")
+    for key in ("MODEL.ROI_HEADS.NUM_CLASSES", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "MODEL.RETINANET.NUM_CLASSES"):
+        section, leaf = key.rsplit(".", 1)
+        if _uses(cfg, key) and cfg[section.split(".")[0]][section.split(".")[1]][leaf] == 0:
+            raise D2SegError(f"{key} is 0 and dataset {first} declares no classes", where=key,
+                             hint="set it to the number of classes, or register the data with a manifest")
     return cfg
+
+
+def _uses(cfg: CfgNode, key: str) -> bool:
+    """Whether the configured meta-architecture reads this NUM_CLASSES key."""
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if "ROI_HEADS" in key:
+        return arch in ("GeneralizedRCNN", "PanopticFPN")
+    if "SEM_SEG_HEAD" in key:
+        return arch in ("SemanticSegmentor", "PanopticFPN")
+    return arch == "RetinaNet"
 
 
 class Trainer(DefaultTrainer):

@@ -1,0 +1,50 @@
+"""``d2seg predict``: run a model on images, folders, globs or videos."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("predict", help="predict on images/folders/globs/videos; COCO JSON + pictures")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders, globs")
+    p.add_argument("--config-file", required=True, metavar="YAML")
+    p.add_argument("--weights", required=True, metavar="FILE", help="trained checkpoint (.pth)")
+    p.add_argument("--dataset", metavar="NAME", help="registered dataset whose classes the model has")
+    p.add_argument("--out", default="runs/predict", metavar="DIR")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--score-thresh", type=float, default=0.5, help="drawing threshold (all go to the JSON)")
+    p.add_argument("--no-render", action="store_true", help="only write results.json")
+    p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from detectron2.data import MetadataCatalog
+
+    from d2seg.config import load_config
+    from d2seg.engine.predict import predict
+    from d2seg.engine.run import register_datasets
+    from d2seg.engine.trainer import prepare_config
+
+    register_datasets()
+    overrides = list(args.opts)
+    names = mapping = None
+    if args.dataset:
+        overrides += ["DATASETS.TRAIN", f"('{args.dataset}',)", "DATASETS.TEST", "()"]
+    cfg = load_config(args.config_file, overrides)
+    if args.dataset:
+        cfg = prepare_config(cfg)
+        meta = MetadataCatalog.get(args.dataset)
+        names = meta.get("thing_classes", None)
+        to_contiguous = meta.get("thing_dataset_id_to_contiguous_id", None)
+        mapping = {v: k for k, v in to_contiguous.items()} if to_contiguous else None
+    elif cfg.MODEL.DEVICE == "auto":
+        cfg.defrost()
+        import torch
+
+        cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    summary = predict(cfg, args.inputs, args.out, weights=args.weights, batch_size=args.batch_size,
+                      render=not args.no_render, score_thresh=args.score_thresh, class_names=names,
+                      contiguous_to_category=mapping)
+    print(f"{summary['images']} images, {summary['detections']} detections -> {summary['results']}; "
+          f"pictures in {summary['rendered']}")
+    return 0

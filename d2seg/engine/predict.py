@@ -1,0 +1,215 @@
+"""Run a trained model on images, folders, globs and videos; write COCO results and pictures.
+
+Frames are read lazily and predicted in batches, so a long video streams with flat memory.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import torch
+from pycocotools import mask as mask_util
+from tqdm import tqdm
+
+from d2seg.errors import D2SegError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
+
+
+@dataclass
+class Frame:
+    image_id: int
+    name: str          # file name, or "video.mp4#123" for a video frame
+    image: np.ndarray  # BGR uint8
+    video: str | None = None
+
+
+def expand_sources(sources) -> list[Path]:
+    """Files from paths, folders (images and videos inside, sorted) and glob patterns."""
+    found: list[Path] = []
+    for source in sources:
+        source = str(source)
+        if any(ch in source for ch in "*?["):
+            matches = sorted(glob.glob(source, recursive=True))
+            if not matches:
+                raise D2SegError("the pattern matches no file", file=source)
+            found += [Path(m) for m in matches if Path(m).suffix.lower() in IMAGE_EXTS | VIDEO_EXTS]
+        elif os.path.isdir(source):
+            found += sorted(p for p in Path(source).iterdir() if p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
+        elif os.path.isfile(source):
+            if Path(source).suffix.lower() not in IMAGE_EXTS | VIDEO_EXTS:
+                raise D2SegError("not an image or video file (by its extension)", file=source)
+            found.append(Path(source))
+        else:
+            raise D2SegError("no such file or folder", file=source)
+    if not found:
+        raise D2SegError("no images or videos found", file=", ".join(map(str, sources)))
+    return found
+
+
+def iter_frames(files: list[Path]) -> Iterator[Frame]:
+    """Images and video frames in order, with consecutive image ids starting at 1."""
+    image_id = 0
+    for path in files:
+        if path.suffix.lower() in VIDEO_EXTS:
+            capture = cv2.VideoCapture(str(path))
+            if not capture.isOpened():
+                raise D2SegError("cannot open the video", file=str(path))
+            index = 0
+            try:
+                while True:
+                    ok, frame = capture.read()
+                    if not ok:
+                        break
+                    image_id += 1
+                    yield Frame(image_id, f"{path.name}#{index}", frame, video=str(path))
+                    index += 1
+            finally:
+                capture.release()
+        else:
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                raise D2SegError("cannot decode the image", file=str(path))
+            image_id += 1
+            yield Frame(image_id, path.name, image)
+
+
+class BatchPredictor:
+    """A model in eval mode that takes a list of BGR images and resizes them like the test set."""
+
+    def __init__(self, cfg, weights: str | None = None):
+        from detectron2.checkpoint import DetectionCheckpointer
+        from detectron2.data import transforms as T
+        from detectron2.modeling import build_model
+
+        self.cfg = cfg
+        self.model = build_model(cfg).eval()
+        DetectionCheckpointer(self.model).load(weights or cfg.MODEL.WEIGHTS)
+        self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+        self.rgb = cfg.INPUT.FORMAT == "RGB"
+
+    @torch.no_grad()
+    def __call__(self, images: list[np.ndarray]) -> list[dict]:
+        inputs = []
+        for image in images:
+            h, w = image.shape[:2]
+            resized = self.resize.get_transform(image).apply_image(image)
+            if self.rgb:
+                resized = resized[:, :, ::-1]
+            tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+            inputs.append({"image": tensor, "height": h, "width": w})
+        return self.model(inputs)
+
+
+def instances_to_coco(instances, image_id: int, contiguous_to_category: dict | None) -> list[dict]:
+    """COCO results (bbox XYWH, RLE masks, original category ids) from detectron2 Instances."""
+    instances = instances.to("cpu")
+    boxes = instances.pred_boxes.tensor.numpy() if instances.has("pred_boxes") else np.zeros((0, 4))
+    scores = instances.scores.tolist()
+    classes = instances.pred_classes.tolist()
+    masks = instances.pred_masks.numpy() if instances.has("pred_masks") else None
+    results = []
+    for i in range(len(instances)):
+        x0, y0, x1, y1 = boxes[i].tolist()
+        entry = {"image_id": image_id,
+                 "category_id": contiguous_to_category.get(classes[i], classes[i]) if contiguous_to_category else classes[i],
+                 "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(scores[i])}
+        if masks is not None:
+            rle = mask_util.encode(np.asfortranarray(masks[i].astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode("ascii")
+            entry["segmentation"] = rle
+        results.append(entry)
+    return results
+
+
+def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int = 4,
+            render: bool = True, score_thresh: float = 0.5, class_names=None,
+            contiguous_to_category: dict | None = None, progress: bool | None = None) -> dict:
+    """Predict every frame; write ``results.json`` (COCO), ``images.json`` and pictures/videos."""
+    from d2seg.visualize.inputs import instances_from_detectron2
+    from d2seg.visualize.render import draw_instances
+
+    files = expand_sources(sources)
+    out = Path(out_dir)
+    (out / "rendered").mkdir(parents=True, exist_ok=True)
+    predictor = BatchPredictor(cfg, weights)
+    results, images, writers = [], [], {}
+    total = _count_frames(files)
+    bar = tqdm(total=total, desc="predict", unit="img", disable=(not _isatty()) if progress is None else not progress)
+
+    def flush(batch: list[Frame]):
+        for frame, output in zip(batch, predictor([f.image for f in batch])):
+            instances = output["instances"]
+            results.extend(instances_to_coco(instances, frame.image_id, contiguous_to_category))
+            images.append({"id": frame.image_id, "file_name": frame.name,
+                           "height": frame.image.shape[0], "width": frame.image.shape[1]})
+            if render:
+                keep = instances[instances.scores >= score_thresh].to("cpu")
+                drawn = draw_instances(frame.image, **instances_from_detectron2(keep).draw_kwargs(),
+                                       class_names=class_names)
+                _write_rendered(out, frame, drawn, writers)
+            bar.update(1)
+
+    batch: list[Frame] = []
+    try:
+        for frame in iter_frames(files):
+            batch.append(frame)
+            if len(batch) == batch_size:
+                flush(batch)
+                batch = []
+        if batch:
+            flush(batch)
+    finally:
+        for writer, _ in writers.values():
+            writer.release()
+        bar.close()
+    _atomic_json(out / "results.json", results)
+    _atomic_json(out / "images.json", images)
+    return {"results": str(out / "results.json"), "images": len(images), "detections": len(results),
+            "rendered": str(out / "rendered")}
+
+
+def _write_rendered(out: Path, frame: Frame, drawn: np.ndarray, writers: dict) -> None:
+    if frame.video is None:
+        cv2.imwrite(str(out / "rendered" / (Path(frame.name).stem + ".png")), drawn)
+        return
+    if frame.video not in writers:
+        capture = cv2.VideoCapture(frame.video)
+        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        capture.release()
+        path = out / "rendered" / (Path(frame.video).stem + ".mp4")
+        h, w = drawn.shape[:2]
+        writers[frame.video] = (cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h)), path)
+    writers[frame.video][0].write(drawn)
+
+
+def _count_frames(files: list[Path]) -> int:
+    total = 0
+    for path in files:
+        if path.suffix.lower() in VIDEO_EXTS:
+            capture = cv2.VideoCapture(str(path))
+            total += int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            capture.release()
+        else:
+            total += 1
+    return total
+
+
+def _isatty() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
+
+
+def _atomic_json(path: Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
