@@ -23,36 +23,22 @@ from d2seg.engine.hooks import ProgressBar
 from d2seg.errors import D2SegError
 
 
-def _dataset_meta(name: str):
-    """The dataset's metadata with its classes filled in (detectron2's COCO loader sets them
-    only when the data is first loaded)."""
-    if name not in DatasetCatalog.list():
-        known = ", ".join(sorted(n for n in DatasetCatalog.list() if not n.startswith(("coco_", "lvis_", "cityscapes_", "voc_", "keypoints_", "ade20k")))) or "none"
-        raise D2SegError(f"dataset {name!r} is not registered", where="DATASETS",
-                         hint=f"registered d2seg datasets: {known}; add a manifest under datasets/")
-    meta = MetadataCatalog.get(name)
-    if meta.get("thing_classes", None) is None and meta.get("stuff_classes", None) is None:
-        DatasetCatalog.get(name)
-    return meta
-
-
-def _set_or_check(cfg: CfgNode, key: str, value: int, source: str) -> None:
-    node, leaf = cfg, key
-    for part in key.split(".")[:-1]:
-        node = node[part]
-    leaf = key.split(".")[-1]
-    if node[leaf] in (0, value):
-        node[leaf] = value
-    else:
-        raise D2SegError(
-            f"{key} is {node[leaf]} but dataset {source} has {value} classes",
-            where=key, hint=f"set {key} {value}, or 0 to take it from the data",
-        )
+def _load_class_metadata(names) -> None:
+    """detectron2's own COCO registration fills thing_classes only when the data is first
+    loaded; load such datasets now so their classes can be checked before training."""
+    for name in names:
+        meta = MetadataCatalog.get(name)
+        if (name in DatasetCatalog.list() and meta.get("thing_classes", None) is None
+                and meta.get("stuff_classes", None) is None):
+            DatasetCatalog.get(name)
 
 
 def prepare_config(cfg: CfgNode) -> CfgNode:
-    """Fill class counts and the mask format from the training data; refuse contradictions."""
+    """Resolve the device, fill class counts and the mask format from the training data, and
+    refuse a config that contradicts the data (d2seg.data.register does the comparison)."""
     import torch
+
+    from d2seg.data.register import check_config_matches_dataset, num_classes
 
     cfg = cfg.clone()
     cfg.defrost()
@@ -63,45 +49,22 @@ def prepare_config(cfg: CfgNode) -> CfgNode:
                          hint="set MODEL.DEVICE cpu (or auto)")
     if cfg.D2SEG.AMP == "auto":
         cfg.SOLVER.AMP.ENABLED = cfg.MODEL.DEVICE.startswith("cuda")
-    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     if not cfg.DATASETS.TRAIN:
         raise D2SegError("no training dataset", where="DATASETS.TRAIN",
                          hint="set DATASETS.TRAIN to a registered dataset, e.g. demo_instances_train")
-    metas = [_dataset_meta(n) for n in names]
-    first, meta = names[0], metas[0]
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    _load_class_metadata(names)
     if cfg.D2SEG.CLASSES_FROM_DATA:
-        things = meta.get("thing_classes", None)
-        stuff = meta.get("stuff_classes", None)
-        arch = cfg.MODEL.META_ARCHITECTURE
-        if things is not None and arch in ("GeneralizedRCNN", "PanopticFPN"):
-            _set_or_check(cfg, "MODEL.ROI_HEADS.NUM_CLASSES", len(things), first)
-        if things is not None and arch == "RetinaNet":
-            _set_or_check(cfg, "MODEL.RETINANET.NUM_CLASSES", len(things), first)
-        if stuff is not None and arch in ("SemanticSegmentor", "PanopticFPN"):
-            _set_or_check(cfg, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", len(stuff), first)
-        mask_format = meta.get("mask_format", None)
-        if mask_format:
+        need = num_classes(names[0])
+        for key, value in (("ROI_HEADS", need["thing"]), ("RETINANET", need["thing"]),
+                           ("SEM_SEG_HEAD", need["sem_seg_head"])):
+            if value and cfg.MODEL[key].NUM_CLASSES == 0:
+                cfg.MODEL[key].NUM_CLASSES = value
+        mask_format = MetadataCatalog.get(names[0]).get("mask_format", None)
+        if mask_format and cfg.MODEL.MASK_ON:
             cfg.INPUT.MASK_FORMAT = mask_format
-        for other_name, other in zip(names[1:], metas[1:]):
-            if other.get("thing_classes", None) != things or other.get("stuff_classes", None) != stuff:
-                raise D2SegError(f"datasets {first} and {other_name} have different classes",
-                                 where="DATASETS", hint="train and evaluate on splits of one dataset")
-    for key in ("MODEL.ROI_HEADS.NUM_CLASSES", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "MODEL.RETINANET.NUM_CLASSES"):
-        section, leaf = key.rsplit(".", 1)
-        if _uses(cfg, key) and cfg[section.split(".")[0]][section.split(".")[1]][leaf] == 0:
-            raise D2SegError(f"{key} is 0 and dataset {first} declares no classes", where=key,
-                             hint="set it to the number of classes, or register the data with a manifest")
+    check_config_matches_dataset(cfg, names)
     return cfg
-
-
-def _uses(cfg: CfgNode, key: str) -> bool:
-    """Whether the configured meta-architecture reads this NUM_CLASSES key."""
-    arch = cfg.MODEL.META_ARCHITECTURE
-    if "ROI_HEADS" in key:
-        return arch in ("GeneralizedRCNN", "PanopticFPN")
-    if "SEM_SEG_HEAD" in key:
-        return arch in ("SemanticSegmentor", "PanopticFPN")
-    return arch == "RetinaNet"
 
 
 class Trainer(DefaultTrainer):

@@ -1,0 +1,193 @@
+"""Turn the formats people annotate in into COCO instances JSON.
+
+Layouts (documented once, here):
+
+* **labelme**: a folder of labelme ``*.json`` files (searched recursively). Shapes of type
+  ``polygon`` and ``rectangle`` become instances; shapes with the same label and ``group_id``
+  are one instance of several polygons. Image size is taken from ``imageHeight``/``imageWidth``;
+  ``file_name`` is ``imagePath`` relative to the folder. Category ids are 1..K in the order of
+  ``labels`` if given, else of the sorted label names. Other shape types are skipped and counted.
+* **instance masks**: one PNG per image (8- or 16-bit, single channel), Cityscapes-style:
+  pixel value ``class_index * divisor + instance`` with ``class_index`` 1-based into
+  ``classes`` and ``instance`` >= 1; values below ``divisor`` (0 = background, or semantic
+  regions without instances) are not instances. Each distinct value >= divisor becomes one
+  annotation with a compressed RLE.
+* **semantic masks**: one single-channel PNG per image with pixel value = class index
+  (0-based into ``classes``), ``ignore_label`` ignored. Each class present in an image becomes
+  one non-crowd annotation with a compressed RLE of all its pixels (COCO-stuff style), so the
+  JSON trains semantic heads or evaluates as "stuff".
+
+For the mask layouts, the image of ``<stem>.png`` is the file ``<stem>.*`` in ``image_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from d2seg.data.check import IMAGE_SUFFIXES, write_json_atomic
+from d2seg.errors import D2SegError
+
+
+def _categories(names) -> list[dict]:
+    return [{"id": i + 1, "name": n, "supercategory": n} for i, n in enumerate(names)]
+
+
+def _encode(mask: np.ndarray) -> dict:
+    """Compressed RLE with a JSON-ready string ``counts``."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def _rle_annotation(mask, ann_id, image_id, category_id) -> dict:
+    rle = _encode(mask)
+    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "iscrowd": 0,
+            "segmentation": rle, "area": float(mask_utils.area(rle)),
+            "bbox": [float(v) for v in mask_utils.toBbox(rle)]}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise D2SegError(f"not valid JSON ({e})", file=str(path)) from None
+
+
+def labelme_to_coco(src_dir: str | os.PathLike, out_json: str | os.PathLike, *,
+                    labels: list[str] | None = None) -> dict:
+    """Convert a labelme folder to one COCO instances JSON; returns a summary dict."""
+    src = Path(src_dir)
+    files = sorted(src.rglob("*.json"))
+    if not files:
+        raise D2SegError("no labelme *.json file found", file=str(src))
+    docs = []
+    for f in files:
+        doc = _read_json(f)
+        if not isinstance(doc, dict) or "shapes" not in doc:
+            continue  # not a labelme file (e.g. a COCO JSON in the same folder)
+        for key in ("imagePath", "imageHeight", "imageWidth"):
+            if key not in doc:
+                raise D2SegError(f"labelme file has no '{key}'", file=str(f), where=key)
+        docs.append((f, doc))
+    found = sorted({s["label"] for _, d in docs for s in d["shapes"]})
+    if labels is None:
+        labels = found
+    elif missing := [x for x in found if x not in labels]:
+        raise D2SegError(f"labels {missing} are not in the given label list",
+                         hint="add them to --labels")
+    cat_id = {n: i + 1 for i, n in enumerate(labels)}
+    images, annotations, skipped = [], [], Counter()
+    for image_id, (f, doc) in enumerate(docs, start=1):
+        h, w = int(doc["imageHeight"]), int(doc["imageWidth"])
+        target, root = (f.parent / doc["imagePath"]).resolve(), src.resolve()
+        rel = target.relative_to(root) if target.is_relative_to(root) else Path(doc["imagePath"])
+        images.append({"id": image_id, "file_name": rel.as_posix(), "height": h, "width": w})
+        groups: dict = {}
+        for k, s in enumerate(doc["shapes"]):
+            kind = s.get("shape_type") or "polygon"
+            pts = np.asarray(s.get("points", []), dtype=float).reshape(-1, 2)
+            if kind == "rectangle" and len(pts) == 2:
+                (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+                pts = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+            elif kind != "polygon" or len(pts) < 3:
+                skipped[kind if kind != "polygon" else "polygon<3 points"] += 1
+                continue
+            gid = s.get("group_id")
+            key = (s["label"], gid) if gid is not None else (s["label"], f"shape{k}")
+            groups.setdefault(key, []).append(pts)
+        for (label, _), polys in groups.items():
+            seg = [p.reshape(-1).tolist() for p in polys]
+            rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+            allpts = np.concatenate(polys)
+            (x0, y0), (x1, y1) = allpts.min(0), allpts.max(0)
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
+                                "category_id": cat_id[label], "iscrowd": 0,
+                                "segmentation": seg, "area": float(mask_utils.area(rle)),
+                                "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]})
+    coco = {"images": images, "annotations": annotations, "categories": _categories(labels)}
+    write_json_atomic(coco, out_json)
+    return {"images": len(images), "annotations": len(annotations),
+            "categories": len(labels), "skipped_shapes": dict(skipped)}
+
+
+def _image_for(stem: str, image_dir: Path) -> Path:
+    for suffix in IMAGE_SUFFIXES:
+        for cand in (image_dir / f"{stem}{suffix}", image_dir / f"{stem}{suffix.upper()}"):
+            if cand.is_file():
+                return cand
+    raise D2SegError(f"no image named {stem}.* for its mask", file=str(image_dir),
+                     hint="masks and images must share the file stem")
+
+
+def _read_label_png(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        arr = np.asarray(im)
+    if arr.ndim != 2:
+        raise D2SegError(f"mask has {arr.shape[2]} channels, need a single-channel PNG",
+                         file=str(path), hint="save label images as 8- or 16-bit grayscale")
+    return arr
+
+
+def _mask_images(mask_dir, image_dir):
+    mask_dir, image_dir = Path(mask_dir), Path(image_dir)
+    pngs = sorted(mask_dir.glob("*.png"))
+    if not pngs:
+        raise D2SegError("no *.png mask found", file=str(mask_dir))
+    for image_id, png in enumerate(pngs, start=1):
+        labels = _read_label_png(png)
+        image = _image_for(png.stem, image_dir)
+        with Image.open(image) as im:
+            if im.size != (labels.shape[1], labels.shape[0]):
+                raise D2SegError(f"mask is {labels.shape[1]}x{labels.shape[0]} but the image "
+                                 f"is {im.size[0]}x{im.size[1]}", file=str(png))
+        entry = {"id": image_id, "file_name": image.relative_to(image_dir).as_posix(),
+                 "height": int(labels.shape[0]), "width": int(labels.shape[1])}
+        yield png, entry, labels
+
+
+def instance_masks_to_coco(mask_dir, out_json, *, image_dir, classes: list[str],
+                           divisor: int = 1000) -> dict:
+    """Convert Cityscapes-style instance-id PNGs (see module doc) to COCO with RLE masks."""
+    images, annotations = [], []
+    for png, entry, labels in _mask_images(mask_dir, image_dir):
+        images.append(entry)
+        for value in np.unique(labels):
+            if value < divisor:
+                continue
+            cls = int(value) // divisor
+            if not 1 <= cls <= len(classes):
+                raise D2SegError(f"pixel value {value} means class {cls}, but only "
+                                 f"{len(classes)} classes are given", file=str(png),
+                                 hint=f"values are class_index * {divisor} + instance")
+            annotations.append(_rle_annotation(labels == value, len(annotations) + 1,
+                                               entry["id"], cls))
+    coco = {"images": images, "annotations": annotations, "categories": _categories(classes)}
+    write_json_atomic(coco, out_json)
+    return {"images": len(images), "annotations": len(annotations), "categories": len(classes)}
+
+
+def semantic_masks_to_coco(mask_dir, out_json, *, image_dir, classes: list[str],
+                           ignore_label: int = 255) -> dict:
+    """Convert semantic label PNGs to COCO, one RLE annotation per class present per image."""
+    images, annotations = [], []
+    for png, entry, labels in _mask_images(mask_dir, image_dir):
+        images.append(entry)
+        for value in np.unique(labels):
+            if value == ignore_label:
+                continue
+            if not 0 <= value < len(classes):
+                raise D2SegError(f"pixel value {value} is not a class index (0..{len(classes) - 1})"
+                                 f" nor the ignore label {ignore_label}", file=str(png),
+                                 hint="pass all class names, or --ignore-label")
+            annotations.append(_rle_annotation(labels == value, len(annotations) + 1,
+                                               entry["id"], int(value) + 1))
+    coco = {"images": images, "annotations": annotations, "categories": _categories(classes)}
+    write_json_atomic(coco, out_json)
+    return {"images": len(images), "annotations": len(annotations), "categories": len(classes)}
