@@ -22,7 +22,8 @@ $(VENV)/.d2seg-installed: pyproject.toml d2seg/compat/installer.py d2seg/compat/
 	touch $@
 
 demo: setup
-	$(VENV)/bin/d2seg doctor
+	$(VENV)/bin/d2seg doctor --no-self-check
+	$(VENV)/bin/d2seg demo --out runs/demo
 
 # pytest exits 5 when it collected no test; that is not a failure of the set-up.
 test: setup

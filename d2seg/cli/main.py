@@ -41,6 +41,7 @@ def _hide_upstream_deprecations() -> None:
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")
     warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release")
     warnings.filterwarnings("ignore", message=r"The 'warn' method is deprecated")
+    warnings.filterwarnings("ignore", message=r"The given NumPy array is not writable")
 
 
 def main(argv: list[str] | None = None) -> int:

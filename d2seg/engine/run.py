@@ -33,14 +33,27 @@ def setup(config_file=None, overrides=(), output_dir=None, seed=None):
         cfg.SEED = int(seed)
     cfg = prepare_config(cfg)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detectron2")
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="d2seg")
+    _setup_logging(cfg)
     if comm.is_main_process():
         with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
             f.write(cfg.dump())
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
     cfg.freeze()
     return cfg
+
+
+def _setup_logging(cfg) -> None:
+    """Full logs go to OUTPUT_DIR/log.txt. On a terminal the progress bar replaces the
+    per-iteration console log, so the console then only shows warnings."""
+    import sys
+
+    quiet_console = cfg.D2SEG.PROGRESS_BAR and sys.stderr.isatty()
+    for name in ("detectron2", "d2seg", "fvcore"):
+        logger = setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=name,
+                              abbrev_name="d2" if name == "detectron2" else name)
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.WARNING if quiet_console else logging.INFO)
 
 
 def train(cfg, resume: bool = False) -> dict:
