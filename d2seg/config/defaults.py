@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from detectron2.config import CfgNode as CN
 
+from d2seg.modeling.config import add_modeling_config
+
 
 def add_d2seg_config(cfg: CN) -> CN:
     """Add d2seg's keys (and those of the components it registers) to a detectron2 config."""
@@ -18,10 +20,5 @@ def add_d2seg_config(cfg: CN) -> CN:
     # Mixed precision: "auto" turns SOLVER.AMP on when training on a GPU.
     cfg.D2SEG.AMP = "auto"
     # MODEL.DEVICE may be "auto": CUDA when available, else CPU (resolved by prepare_config).
-    try:
-        from d2seg.modeling.config import add_modeling_config
-    except ImportError:  # d2seg.modeling not present in this build
-        pass
-    else:
-        add_modeling_config(cfg)
+    add_modeling_config(cfg)
     return cfg

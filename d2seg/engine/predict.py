@@ -86,13 +86,15 @@ class BatchPredictor:
     """A model in eval mode that takes a list of BGR images and resizes them like the test set."""
 
     def __init__(self, cfg, weights: str | None = None):
-        from detectron2.checkpoint import DetectionCheckpointer
         from detectron2.data import transforms as T
         from detectron2.modeling import build_model
 
+        import d2seg.modeling  # noqa: F401  (registers d2seg's backbones)
+        from d2seg.modeling.checkpoint import D2SegCheckpointer
+
         self.cfg = cfg
         self.model = build_model(cfg).eval()
-        DetectionCheckpointer(self.model).load(weights or cfg.MODEL.WEIGHTS)
+        D2SegCheckpointer(self.model).load(weights or cfg.MODEL.WEIGHTS)
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.rgb = cfg.INPUT.FORMAT == "RGB"
 

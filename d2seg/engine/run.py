@@ -6,13 +6,13 @@ import json
 import logging
 import os
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from d2seg.config import load_config
 from d2seg.engine.trainer import Trainer, prepare_config
+from d2seg.modeling.checkpoint import D2SegCheckpointer
 
 
 def register_datasets() -> list[str]:
@@ -69,7 +69,7 @@ def train(cfg, resume: bool = False) -> dict:
 def evaluate(cfg, weights: str | None = None) -> dict:
     """Evaluate a checkpoint (default: MODEL.WEIGHTS) on DATASETS.TEST."""
     model = Trainer.build_model(cfg)
-    DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(weights or cfg.MODEL.WEIGHTS, resume=False)
+    D2SegCheckpointer(model, save_dir=cfg.OUTPUT_DIR).load(weights or cfg.MODEL.WEIGHTS)
     results = Trainer.test(cfg, model)
     _write_results(cfg, results)
     return results

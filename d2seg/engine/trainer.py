@@ -8,6 +8,7 @@ evaluators to run. A config that contradicts the data is a D2SegError, not a cra
 from __future__ import annotations
 
 import os
+import weakref
 
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -19,8 +20,10 @@ from detectron2.evaluation import (
     SemSegEvaluator,
 )
 
+import d2seg.modeling  # noqa: F401  (registers d2seg's backbones with detectron2)
 from d2seg.engine.hooks import ProgressBar
 from d2seg.errors import D2SegError
+from d2seg.modeling.checkpoint import D2SegCheckpointer
 
 
 def _load_class_metadata(names) -> None:
@@ -92,6 +95,11 @@ class Trainer(DefaultTrainer):
         return DatasetEvaluators(evaluators)
 
     def build_hooks(self):
+        # DefaultTrainer makes a DetectionCheckpointer just before it builds the hooks; swap in
+        # d2seg's (safe loading, more weight formats) so every hook and resume_or_load use it.
+        model = self._trainer.model
+        self.checkpointer = D2SegCheckpointer(getattr(model, "module", model), self.cfg.OUTPUT_DIR,
+                                              trainer=weakref.proxy(self))
         result = super().build_hooks()
         cfg = self.cfg
         if cfg.D2SEG.BEST_METRIC and cfg.TEST.EVAL_PERIOD > 0 and cfg.DATASETS.TEST:
