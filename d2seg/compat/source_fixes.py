@@ -89,6 +89,16 @@ REWRITES: list[tuple[str, str, str, int, str]] = [
         2,
         "upstream raises NotImplementedError for the backward of deformable convolution on CPU",
     ),
+    (
+        "detectron2/engine/defaults.py",
+        '    if "device_ids" not in kwargs:\n        kwargs["device_ids"] = [comm.get_local_rank()]\n',
+        '    if "device_ids" not in kwargs and next(model.parameters()).device.type == "cuda":\n'
+        '        kwargs["device_ids"] = [comm.get_local_rank()]\n',
+        1,
+        "DistributedDataParallel refuses device_ids for a CPU model: DefaultTrainer could not "
+        "train with several processes on CPU (torchrun, gloo); tested by "
+        "tests/engine/test_distributed.py",
+    ),
 ]
 
 

@@ -11,6 +11,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from d2seg.config import load_config
+from d2seg.engine.launch import init_from_env
 from d2seg.engine.trainer import Trainer, prepare_config
 from d2seg.modeling.checkpoint import D2SegCheckpointer
 
@@ -32,11 +33,19 @@ def setup(config_file=None, overrides=(), output_dir=None, seed=None):
     if seed is not None:
         cfg.SEED = int(seed)
     cfg = prepare_config(cfg)
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    _setup_logging(cfg)
-    if comm.is_main_process():
-        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+    init_from_env(cfg.MODEL.DEVICE)  # under torchrun: join the job (no-op otherwise)
+    if comm.is_main_process():  # only rank 0 writes: the other ranks may be on other machines
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+        with open(path + ".tmp", "w") as f:
             f.write(cfg.dump())
+        os.replace(path + ".tmp", path)
+    _setup_logging(cfg)
+    if comm.get_world_size() > 1:
+        import torch.distributed as dist
+
+        logging.getLogger("d2seg").info("distributed run: %d processes, %s backend",
+                                        comm.get_world_size(), dist.get_backend())
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
     cfg.freeze()
     return cfg
@@ -47,6 +56,9 @@ def _setup_logging(cfg) -> None:
     per-iteration console log, so the console then only shows warnings."""
     import sys
 
+    if not comm.is_main_process():
+        _setup_worker_logging(comm.get_rank())
+        return
     quiet_console = cfg.D2SEG.PROGRESS_BAR and sys.stderr.isatty()
     for name in ("detectron2", "d2seg", "fvcore"):
         logger = setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=name,
@@ -54,6 +66,21 @@ def _setup_logging(cfg) -> None:
         for handler in logger.handlers:
             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
                 handler.setLevel(logging.WARNING if quiet_console else logging.INFO)
+
+
+def _setup_worker_logging(rank: int) -> None:
+    """Ranks other than 0 write no log file (rank 0's log.txt is the run's log) and print only
+    warnings and errors, tagged with their rank, so a problem on one process is still seen."""
+    import sys
+
+    for name in ("detectron2", "d2seg", "fvcore"):
+        logger = setup_logger(None, distributed_rank=rank, name=name)  # no handlers for rank > 0
+        if not any(getattr(h, "_d2seg_rank", None) == rank for h in logger.handlers):
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setLevel(logging.WARNING)
+            handler.setFormatter(logging.Formatter(f"[rank {rank}] %(levelname)s %(name)s: %(message)s"))
+            handler._d2seg_rank = rank
+            logger.addHandler(handler)
 
 
 def train(cfg, resume: bool = False) -> dict:

@@ -21,9 +21,10 @@ from detectron2.evaluation import (
 )
 
 import d2seg.modeling  # noqa: F401  (registers d2seg's backbones with detectron2)
+from d2seg.engine.checkpoint import SafeCheckpointer, SaveOnInterrupt, preserved_rng_states
 from d2seg.engine.hooks import ProgressBar
+from d2seg.engine.sampler import ResumableTrainLoader
 from d2seg.errors import D2SegError
-from d2seg.modeling.checkpoint import D2SegCheckpointer
 
 
 def _load_class_metadata(names) -> None:
@@ -71,7 +72,38 @@ def prepare_config(cfg: CfgNode) -> CfgNode:
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer plus: evaluators picked from the data, best checkpoint, a progress bar."""
+    """DefaultTrainer plus: evaluators picked from the data, best checkpoint, a progress bar,
+    crash-safe checkpoints and exact resume (d2seg.engine.checkpoint, d2seg.engine.sampler)."""
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        # detectron2's data, mapper and sampler, but resumable part-way through the stream
+        return ResumableTrainLoader.from_config(cfg)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        # evaluating during training must not shift the training's random streams
+        with preserved_rng_states():
+            return super().test(cfg, model, evaluators)
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        loader = self._trainer.data_loader
+        if isinstance(loader, ResumableTrainLoader):
+            loader.start_at(self.start_iter)
+
+    # detectron2 v0.6's DefaultTrainer leaves its inner trainer out of checkpoints, so the
+    # optimizer's momentum (and AMP's grad scaler) restarted from zero on every resume. Later
+    # detectron2 saves it under "_trainer"; the same key keeps checkpoints interchangeable.
+    def state_dict(self):
+        state = super().state_dict()
+        state["_trainer"] = self._trainer.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -96,10 +128,11 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         # DefaultTrainer makes a DetectionCheckpointer just before it builds the hooks; swap in
-        # d2seg's (safe loading, more weight formats) so every hook and resume_or_load use it.
+        # d2seg's (safe loading, more weight formats, atomic writes, fallback on resume) so
+        # every hook and resume_or_load use it.
         model = self._trainer.model
-        self.checkpointer = D2SegCheckpointer(getattr(model, "module", model), self.cfg.OUTPUT_DIR,
-                                              trainer=weakref.proxy(self))
+        self.checkpointer = SafeCheckpointer(getattr(model, "module", model), self.cfg.OUTPUT_DIR,
+                                             trainer=weakref.proxy(self))
         result = super().build_hooks()
         cfg = self.cfg
         if cfg.D2SEG.BEST_METRIC and cfg.TEST.EVAL_PERIOD > 0 and cfg.DATASETS.TEST:
@@ -109,4 +142,5 @@ class Trainer(DefaultTrainer):
                                                      cfg.D2SEG.BEST_METRIC, cfg.D2SEG.BEST_MODE))
         if cfg.D2SEG.PROGRESS_BAR:
             result.append(ProgressBar(cfg.SOLVER.MAX_ITER))
+        result.append(SaveOnInterrupt(self.checkpointer))  # last: after the step's metrics
         return result
