@@ -14,7 +14,7 @@ PANOPTIC_CONFIG = CONFIGS / "panoptic" / "panoptic_fpn_MNV2_cpu_quick.yaml"
 
 
 def run_instance_demo(out_dir="runs/demo", max_iter: int | None = None, num_pictures: int = 8,
-                      seed: int = 42) -> dict:
+                      seed: int = 42, overrides=()) -> dict:
     """Train the CPU quick Mask R-CNN on demo_instances, evaluate on val, draw predictions.
 
     Returns the paths written and the COCO numbers (fractions, as pycocotools reports them).
@@ -27,7 +27,7 @@ def run_instance_demo(out_dir="runs/demo", max_iter: int | None = None, num_pict
 
     ensure_demo()
     out = Path(out_dir) / "instance"
-    cfg = engine.setup(INSTANCE_CONFIG, _schedule(max_iter), output_dir=out, seed=seed)
+    cfg = engine.setup(INSTANCE_CONFIG, _schedule(max_iter) + list(overrides), output_dir=out, seed=seed)
     engine.train(cfg, resume=False)
 
     meta = MetadataCatalog.get("demo_instances_val")
@@ -99,7 +99,9 @@ def export_panoptic_predictions(cfg, weights: str, dataset: str, out_json: Path)
 def _schedule(max_iter: int | None) -> list[str]:
     if max_iter is None:
         return []
-    return ["SOLVER.MAX_ITER", str(max_iter), "SOLVER.STEPS", f"({int(max_iter * 0.7)}, {int(max_iter * 0.9)})",
+    steps = sorted({int(max_iter * 0.7), int(max_iter * 0.9)} - {0})
+    steps = steps if len(steps) == 2 and steps[1] < max_iter else []  # too short for LR drops
+    return ["SOLVER.MAX_ITER", str(max_iter), "SOLVER.STEPS", f"({', '.join(map(str, steps))}{',' if len(steps) == 1 else ''})",
             "TEST.EVAL_PERIOD", "0", "SOLVER.CHECKPOINT_PERIOD", str(max_iter), "SOLVER.WARMUP_ITERS",
             str(min(100, max_iter))]
 

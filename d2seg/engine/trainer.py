@@ -15,7 +15,6 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import (
     COCOEvaluator,
-    COCOPanopticEvaluator,
     DatasetEvaluators,
     SemSegEvaluator,
 )
@@ -25,6 +24,7 @@ from d2seg.engine.checkpoint import SafeCheckpointer, SaveOnInterrupt, preserved
 from d2seg.engine.hooks import ProgressBar
 from d2seg.engine.sampler import ResumableTrainLoader
 from d2seg.errors import D2SegError
+from d2seg.evaluation.panoptic_evaluator import PanopticEvaluator
 
 
 def _load_class_metadata(names) -> None:
@@ -118,7 +118,7 @@ class Trainer(DefaultTrainer):
         elif kind == "sem_seg":
             evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=out))
         elif kind == "coco_panoptic_seg":
-            evaluators.append(COCOPanopticEvaluator(dataset_name, out))
+            evaluators.append(PanopticEvaluator(dataset_name, out))
             if meta.get("json_file", None):
                 evaluators.append(COCOEvaluator(dataset_name, tasks=("bbox", "segm"),
                                                 output_dir=out, use_fast_impl=True))
