@@ -13,6 +13,7 @@ from detectron2.utils.logger import setup_logger
 from d2seg.config import load_config
 from d2seg.engine.launch import init_from_env
 from d2seg.engine.trainer import Trainer, prepare_config
+from d2seg.errors import D2SegError
 from d2seg.modeling.checkpoint import D2SegCheckpointer
 
 
@@ -60,12 +61,40 @@ def _setup_logging(cfg) -> None:
         _setup_worker_logging(comm.get_rank())
         return
     quiet_console = cfg.D2SEG.PROGRESS_BAR and sys.stderr.isatty()
+    hide_explained = _HideExplainedFailures()
+    # A second run in the same process (the demo trains two models) must replace the first
+    # run's handlers, not add to them: detectron2 caches setup_logger per output folder, so a
+    # new folder would otherwise print every line twice and keep writing the old log.txt.
+    _remove_run_handlers()
     for name in ("detectron2", "d2seg", "fvcore"):
+        before = set(logging.getLogger(name).handlers)
         logger = setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=name,
                               abbrev_name="d2" if name == "detectron2" else name)
-        for handler in logger.handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+        for handler in set(logger.handlers) - before:
+            handler._d2seg_run = True
+            # detectron2's log.txt handler is a plain StreamHandler too: tell them by stream
+            if getattr(handler, "stream", None) in (sys.stdout, sys.stderr):
                 handler.setLevel(logging.WARNING if quiet_console else logging.INFO)
+                handler.addFilter(hide_explained)
+
+
+class _HideExplainedFailures(logging.Filter):
+    """detectron2 logs "Exception during training:" with the traceback before re-raising.
+    For failures d2seg turns into one line (a diverged loss, a D2SegError) the console skips
+    that traceback; log.txt still has it, and ``--debug`` prints it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, (FloatingPointError, D2SegError))
+
+
+def _remove_run_handlers() -> None:
+    """Detach the handlers an earlier setup() installed (tagged _d2seg_run); leave others."""
+    for name in ("detectron2", "d2seg", "fvcore"):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if getattr(h, "_d2seg_run", False)]:
+            logger.removeHandler(handler)
+    setup_logger.cache_clear()
 
 
 def _setup_worker_logging(rank: int) -> None:
@@ -87,7 +116,14 @@ def train(cfg, resume: bool = False) -> dict:
     """Train (resuming from OUTPUT_DIR's last checkpoint if asked); return the last evaluation."""
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=resume)
-    trainer.train()
+    try:
+        trainer.train()
+    except FloatingPointError as e:  # detectron2's check for a NaN/inf loss
+        raise D2SegError(
+            f"training diverged: the loss became NaN or infinite at iteration {trainer.iter}",
+            where=cfg.OUTPUT_DIR,
+            hint="lower SOLVER.BASE_LR or raise SOLVER.WARMUP_ITERS (from scratch, use GN or BN "
+                 "norms); the last good checkpoint is kept and --resume continues from it") from e
     results = getattr(trainer, "_last_eval_results", None) or {}
     _write_results(cfg, results)
     return results

@@ -345,3 +345,20 @@ def test_loader_started_at_iteration_k_equals_detectron2_stream(grouping):
     loader.start_at(4)
     assert ids(itertools.islice(loader, 5)) == expected
     assert ids(itertools.islice(loader, 5)) == expected  # each pass starts there again
+
+
+# ------------------------------------------------------------------ a diverged loss
+
+def test_diverged_training_ends_in_one_line_and_keeps_checkpoints(setup, tmp_path):
+    """A learning rate far too high makes the loss NaN: one error line naming the iteration
+    and what to change, no traceback on the console (log.txt keeps it), checkpoints kept."""
+    out = tmp_path / "diverged"
+    log = _finish(_train(setup, out, "SOLVER.BASE_LR", "1e12"), code=2)
+    assert "Traceback" not in log
+    errors = [line for line in log.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "training diverged" in errors[0], log[-3000:]
+    iteration = int(re.search(r"at iteration (\d+)", errors[0]).group(1))
+    assert 0 <= iteration < 6
+    assert "Traceback" in (out / "log.txt").read_text()  # the full story stays in the log
+    saved = sorted(p.name for p in out.glob("model_*.pth"))
+    assert len(saved) == iteration  # CHECKPOINT_PERIOD 1: every finished iteration was saved
