@@ -25,12 +25,18 @@ from d2seg.errors import D2SegError
 class SemanticConfusion:
     """Confusion matrix (rows: ground truth, columns: prediction), updated one image at a time."""
 
-    def __init__(self, num_classes: int, ignore_label: int | None = 255):
+    def __init__(self, num_classes: int, ignore_label: int | None = 255,
+                 unlabeled_prediction: int | None = None):
+        """``unlabeled_prediction``: a predicted value meaning "no class" (a method that may
+        leave pixels unlabelled, e.g. voting sparse labels); such pixels count as misses of
+        their ground-truth class and as no class's prediction."""
         if num_classes < 1:
             raise D2SegError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
         self.ignore_label = ignore_label
+        self.unlabeled_prediction = unlabeled_prediction
         self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.unlabeled = np.zeros(num_classes, dtype=np.int64)  # per ground-truth class
 
     def update(self, gt, pred) -> None:
         """Add one image: ``gt`` and ``pred`` are (H, W) label maps (arrays or tensors)."""
@@ -41,18 +47,28 @@ class SemanticConfusion:
         keep = gt != self.ignore_label if self.ignore_label is not None else np.ones(gt.shape, bool)
         gt, pred = gt[keep], pred[keep]
         n = self.num_classes
-        for name, labels in (("ground truth", gt), ("prediction", pred)):
-            if labels.size and (labels.min() < 0 or labels.max() >= n):
-                bad = labels[(labels < 0) | (labels >= n)][0]
+        if self.unlabeled_prediction is not None:
+            missing = pred == self.unlabeled_prediction
+            if missing.any():
+                pred = np.where(missing, n, pred)  # column n: "no class"
+        for name, labels, top in (("ground truth", gt, n), ("prediction", pred,
+                                  n + (self.unlabeled_prediction is not None))):
+            if labels.size and (labels.min() < 0 or labels.max() >= top):
+                bad = labels[(labels < 0) | (labels >= top)][0]
                 raise D2SegError(f"{name} label {int(bad)} is outside 0..{n - 1}",
                                  hint="set num_classes or the ignore label")
+        if self.unlabeled_prediction is not None:
+            counts = np.bincount(gt * (n + 1) + pred, minlength=n * (n + 1)).reshape(n, n + 1)
+            self.unlabeled += counts[:, n]
+            self.matrix += counts[:, :n]
+            return
         self.matrix += np.bincount(gt * n + pred, minlength=n * n).reshape(n, n)
 
     def metrics(self) -> dict:
         """mIoU, fwIoU, pixel and mean accuracy (fractions in [0, 1]), per-class IoU, accuracy."""
         m = self.matrix.astype(np.float64)
         tp = np.diag(m)
-        gt_count, pred_count = m.sum(axis=1), m.sum(axis=0)
+        gt_count, pred_count = m.sum(axis=1) + self.unlabeled, m.sum(axis=0)
         union = gt_count + pred_count - tp
         with np.errstate(divide="ignore", invalid="ignore"):
             iou = np.where(union > 0, tp / union, np.nan)
@@ -69,9 +85,10 @@ class SemanticConfusion:
         }
 
 
-def semantic_metrics(pairs, num_classes: int, ignore_label: int | None = 255) -> dict:
+def semantic_metrics(pairs, num_classes: int, ignore_label: int | None = 255,
+                     unlabeled_prediction: int | None = None) -> dict:
     """Metrics over (gt, pred) label-map pairs, streamed one image at a time."""
-    confusion = SemanticConfusion(num_classes, ignore_label)
+    confusion = SemanticConfusion(num_classes, ignore_label, unlabeled_prediction)
     for gt, pred in pairs:
         confusion.update(gt, pred)
     return confusion.metrics()

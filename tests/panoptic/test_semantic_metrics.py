@@ -13,8 +13,9 @@ from d2seg.errors import D2SegError
 from d2seg.evaluation.semantic_metrics import SemanticConfusion, semantic_metrics
 
 
-def brute_force(pairs, n, ignore):
-    """Per-pixel counting with plain Python, then the textbook definitions."""
+def brute_force(pairs, n, ignore, unlabeled=None):
+    """Per-pixel counting with plain Python, then the textbook definitions. A prediction equal
+    to ``unlabeled`` is a miss of its ground-truth class and no class's prediction."""
     tp, gt_n, pred_n = [0] * n, [0] * n, [0] * n
     labelled = correct = 0
     for gt, pred in pairs:
@@ -23,6 +24,8 @@ def brute_force(pairs, n, ignore):
                 continue
             labelled += 1
             gt_n[g] += 1
+            if p == unlabeled:
+                continue
             pred_n[p] += 1
             if g == p:
                 tp[g] += 1
@@ -99,3 +102,22 @@ def test_equal_to_detectron2_sem_seg_evaluator(tmp_path):
 def test_out_of_range_labels_are_user_errors():
     with pytest.raises(D2SegError, match="prediction label 7"):
         SemanticConfusion(3).update(np.zeros((2, 2), int), np.full((2, 2), 7))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_unlabeled_predictions_count_as_misses(seed):
+    g = np.random.default_rng(100 + seed)
+    n = int(g.integers(2, 6))
+    pairs = []
+    for _ in range(3):
+        gt = g.integers(0, n, size=(13, 19))
+        gt[g.random(gt.shape) < 0.1] = 255
+        pred = g.integers(0, n, size=gt.shape)
+        pred[g.random(gt.shape) < 0.3] = 255  # left without a label (e.g. no superpixel vote)
+        pairs.append((gt, pred))
+    ours = semantic_metrics(pairs, n, ignore_label=255, unlabeled_prediction=255)
+    ref = brute_force(pairs, n, 255, unlabeled=255)
+    for key, value in ref.items():
+        assert ours[key] == pytest.approx(value, abs=1e-12), key
+    with pytest.raises(D2SegError, match="prediction label 255"):
+        semantic_metrics(pairs, n, ignore_label=255)  # without the option 255 is an error
