@@ -258,14 +258,23 @@ class SafeCheckpointer(D2SegCheckpointer):
                          lambda f: f.write(last_filename_basename.encode()))
 
     def has_checkpoint(self) -> bool:
+        if getattr(self, "_received_checkpoint", False):
+            return True  # resumed from rank 0's checkpoint, which this machine lacked
         return super().has_checkpoint() or (self._local() and bool(self._resume_candidates()))
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict:
         """Resume from the newest good checkpoint (restoring its RNG states), else load ``path``."""
+        if resume and comm.get_world_size() > 1 and self._local():
+            return self._resume_distributed(path)
         if not (resume and self.has_checkpoint()):
             return self.load(path, checkpointables=[])
         if not self._local():
             return super().resume_or_load(path, resume=True)
+        extra, _ = self._resume_local()
+        return extra
+
+    def _resume_local(self) -> tuple[dict, str]:
+        """Load the newest good checkpoint of save_dir: (its extra data, its path)."""
         self._remove_stale_temporaries()
         failures = []
         for candidate in self._resume_candidates():
@@ -280,14 +289,58 @@ class SafeCheckpointer(D2SegCheckpointer):
             for e in failures:
                 logger.warning("%s; resumed from %s%s instead", e.one_line(),
                                os.path.basename(candidate), at)
-            states = extra.pop("rng_states", None)
-            if comm.is_main_process():  # the states are rank 0's; other ranks keep their seeds
-                restore_rng_states(states)
-            return extra
+            restore_rng_states(extra.pop("rng_states", None))
+            return extra, candidate
         reasons = "; ".join(e.one_line() for e in failures) or "no checkpoint files"
         raise D2SegError(f"no readable checkpoint to resume from ({reasons})", file=self.save_dir,
                          hint="train without --resume to start over, or set MODEL.WEIGHTS to a "
                               "good checkpoint")
+
+    def _resume_distributed(self, path: str) -> dict:
+        """Every rank resumes from the checkpoint rank 0 chose. Only rank 0 writes checkpoints,
+        so on other machines OUTPUT_DIR may hold none (or an older one): a rank that lacks
+        rank 0's file byte for byte receives it over the process group instead of starting
+        from iteration 0 and leaving the job out of step."""
+        import tempfile
+
+        import torch.distributed as dist
+
+        choice, extra = [None], {}
+        if comm.is_main_process():
+            if self.has_checkpoint():
+                extra, chosen = self._resume_local()
+                choice = [(chosen, os.path.getsize(chosen), _sha256(chosen))]
+            else:
+                extra = self.load(path, checkpointables=[])
+        dist.broadcast_object_list(choice, src=0)
+        if choice[0] is None:  # nothing to resume from: everyone starts from MODEL.WEIGHTS
+            return extra if comm.is_main_process() else self.load(path, checkpointables=[])
+        chosen, size, digest = choice[0]
+        have = not comm.is_main_process() and os.path.isfile(chosen) and \
+            os.path.getsize(chosen) == size and _sha256(chosen) == digest
+        need = comm.all_gather(comm.is_main_process() or have)
+        payload = [None]
+        if not all(need):
+            if comm.is_main_process():
+                with open(chosen, "rb") as f:
+                    payload = [f.read()]
+            dist.broadcast_object_list(payload, src=0)
+        if comm.is_main_process():
+            return extra
+        if have:
+            extra = self.load(chosen)
+        else:
+            logger.info("rank %d: %s is not on this machine; received it from rank 0",
+                        comm.get_rank(), chosen)
+            with tempfile.TemporaryDirectory() as folder:
+                local = os.path.join(folder, os.path.basename(chosen))
+                with open(local, "wb") as f:
+                    f.write(payload[0])
+                extra = self.load(local)
+        extra.pop("rng_states", None)  # the states are rank 0's; other ranks keep their seeds
+        # DefaultTrainer asks has_checkpoint() next to decide where to start: say yes
+        self._received_checkpoint = True
+        return extra
 
     def _resume_candidates(self) -> list[str]:
         """The tagged checkpoint, then every recorded one, newest first (each once)."""

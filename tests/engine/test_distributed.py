@@ -221,20 +221,25 @@ def _same_number(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
 
 
-def _two_machines(tmp_path: Path, env: dict, args: list[str]) -> list[Path]:
+def _two_machines(tmp_path: Path, env: dict, args: list[str], timeout: int = 300) -> list[Path]:
     """Run tools/train.py as a job of 2 'machines' of one process each, each started from a
     folder of its own: with a relative --output, whatever a rank writes lands in its folder."""
     port = str(_free_port())
     folders = [tmp_path / "machine0", tmp_path / "machine1"]
     agents = []
     for node, cwd in enumerate(folders):
-        cwd.mkdir()
+        cwd.mkdir(parents=True, exist_ok=True)  # existing folders: a later part of a job
         agents.append(subprocess.Popen(
             _torchrun("--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "1",
                       "--master-addr", "127.0.0.1", "--master-port", port, str(TRAIN_PY), *args),
             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for agent in agents:
-        out, err = agent.communicate(timeout=300)
+        try:
+            out, err = agent.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for a in agents:
+                a.kill()
+            raise
         assert agent.returncode == 0, out[-3000:] + err[-6000:]
     return folders
 
@@ -285,3 +290,22 @@ def test_two_process_train_then_eval_matches_one_process(tiny_dataset, tmp_path)
         assert set(two[task]) == set(one[task])
         different = [k for k in one[task] if not _same_number(one[task][k], two[task][k])]
         assert not different, {k: (one[task][k], two[task][k]) for k in different}
+
+
+@pytest.mark.slow
+def test_resume_on_two_machines_when_only_rank_0_has_the_checkpoint(tiny_dataset, tmp_path):
+    """Only rank 0 writes checkpoints, so machine 1's output folder is empty. --resume must
+    still start every rank at rank 0's iteration with rank 0's weights; before d2seg sent the
+    checkpoint over, rank 1 started at iteration 0 and the job hung, out of step."""
+    env = _env(tiny_dataset)
+    common = ["--config-file", str(CONFIG), "--output", "train", "--seed", "3", *OVERRIDES,
+              "SOLVER.CHECKPOINT_PERIOD", "1"]
+    machines = _two_machines(tmp_path, env, [*common, "SOLVER.MAX_ITER", "2"])
+    assert list(machines[1].iterdir()) == []  # nothing on machine 1 to resume from
+    _two_machines(tmp_path, env, [*common, "SOLVER.MAX_ITER", "4", "--resume"], timeout=150)
+    train_dir = machines[0] / "train"
+    assert "Starting training from iteration 2" in (train_dir / "log.txt").read_text()
+    iterations = [json.loads(line)["iteration"] for line in
+                  (train_dir / "metrics.json").read_text().splitlines() if line.strip()]
+    assert iterations == sorted(set(iterations)) and iterations[-1] == 4  # MAX_ITER reached
+    assert list(machines[1].iterdir()) == []  # the received copy was not left behind
