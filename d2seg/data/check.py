@@ -360,6 +360,10 @@ class _Checker:
             self.add("bbox_missing", f"bbox is {box!r:.40}",
                      "--fix computes it from the segmentation", iid, aid)
             return
+        if not all(np.isfinite(box)):  # JSON from Python may hold NaN/Infinity: NaN losses
+            self.add("bbox_degenerate", f"bbox {box} has a non-finite number",
+                     "--fix recomputes it from the segmentation", iid, aid)
+            return
         x, y, bw, bh = box
         if bw <= 0 or bh <= 0:
             self.add("bbox_degenerate", f"bbox {box} has no area",
@@ -614,7 +618,7 @@ def _fix_annotation(a, w, h, tol, log) -> bool:
         return False
     box = a.get("bbox")
     valid_box = (isinstance(box, list) and len(box) == 4
-                 and all(isinstance(v, (int, float)) for v in box))
+                 and all(isinstance(v, (int, float)) for v in box) and all(np.isfinite(box)))
     if not valid_box or box[2] <= 0 or box[3] <= 0:
         a["bbox"] = [float(v) for v in mask_utils.toBbox(rle)]
         log("set_field", f"bbox {box!r} -> {a['bbox']} (from the mask)", iid, aid)

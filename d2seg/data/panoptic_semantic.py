@@ -111,6 +111,29 @@ def read_segment_ids(png: Path) -> np.ndarray:
     return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
 
 
+def _segment_ids_checked(png: Path, ann: dict, size) -> np.ndarray:
+    """The PNG's segment ids, refusing a PNG that does not fit its image or its JSON entry
+    (training would otherwise fail at iteration N, or learn undeclared segments as void)."""
+    try:
+        ids = read_segment_ids(png)
+    except Exception as e:  # PIL raises many types for broken files
+        raise D2SegError(f"panoptic PNG unreadable ({e})", file=str(png),
+                         hint="re-export the PNG") from None
+    if size is not None and ids.shape != tuple(size):
+        raise D2SegError(f"PNG is {ids.shape[1]}x{ids.shape[0]} but image_id "
+                         f"{ann.get('image_id')} is {size[1]}x{size[0]}", file=str(png),
+                         hint="re-export the PNG at image size (d2seg data check --fix removes "
+                              "the annotation)")
+    declared = {s.get("id") for s in ann.get("segments_info", []) if isinstance(s, dict)}
+    undeclared = sorted(int(i) for i in np.unique(ids) if i != 0 and int(i) not in declared)
+    if undeclared:
+        raise D2SegError(f"segment ids {undeclared[:5]}{' ...' if len(undeclared) > 5 else ''} "
+                         f"are in the PNG but not in segments_info of image_id "
+                         f"{ann.get('image_id')}", file=str(png),
+                         hint="declare them in the JSON or paint them 0 (void)")
+    return ids
+
+
 def _build(folder: Path, json_file: Path, panoptic_root: Path, things_names, ignore_label: int):
     from pycocotools import mask as mask_utils
     from tqdm import tqdm
@@ -122,9 +145,11 @@ def _build(folder: Path, json_file: Path, panoptic_root: Path, things_names, ign
     (folder / "semantic").mkdir(parents=True)
     annotations, ann_id = [], 1
     pngs = _png_paths(data, json_file, panoptic_root)
+    sizes = {img.get("id"): (img.get("height"), img.get("width")) for img in data["images"]
+             if isinstance(img, dict)}
     for ann, png in tqdm(list(zip(data["annotations"], pngs)), desc="panoptic -> semantic",
                          disable=not sys.stderr.isatty(), leave=False):
-        ids = read_segment_ids(png)
+        ids = _segment_ids_checked(png, ann, sizes.get(ann.get("image_id")))
         semantic = np.full(ids.shape, ignore_label, np.uint8)
         for seg in ann.get("segments_info", []):
             cat = seg.get("category_id")

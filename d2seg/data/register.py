@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from collections import Counter
 from pathlib import Path
@@ -104,10 +105,80 @@ def _mask_format(data: dict) -> str:
     return "bitmask" if rle else "polygon"
 
 
-def _coco_dicts(json_file: Path, image_root: Path, id_map: dict[int, int]) -> list[dict]:
-    """detectron2's ``load_coco_json``, with category ids mapped by our (validated) map."""
+def _finite(values) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               for v in values)
+
+
+def _first_ids(ids: list) -> str:
+    return ", ".join(map(str, ids[:5])) + (", ..." if len(ids) > 5 else "")
+
+
+def check_annotations(data: dict, json_file: Path) -> tuple[D2SegError | None, str | None]:
+    """(error, warning) for annotations that would crash or corrupt training, or that
+    detectron2 drops without saying which: one pass, no image read.
+
+    Errors: an image_id not in ``images``; a bbox that is not 4 finite numbers or has a
+    negative size (detectron2 would train on the flipped box); an RLE whose size is not its
+    image's. Warning: polygons of fewer than 3 points and boxes of zero size, which detectron2
+    drops. ``d2seg data check --fix`` repairs all of them.
+    """
+    images = {img["id"]: img for img in data["images"]}
+    short_polygons, flat_boxes = [], []
+    for i, ann in enumerate(data["annotations"]):
+        where = f"annotation {ann['id']}" if "id" in ann else f"annotations[{i}]"
+        image = images.get(ann["image_id"])
+        if image is None:
+            return D2SegError(f"image_id {ann['image_id']} is not in 'images'",
+                              file=str(json_file), where=where,
+                              hint="fix image_id or remove the annotation (d2seg data check "
+                                   "--fix removes it)"), None
+        box = ann.get("bbox")
+        if box is not None:
+            if not (isinstance(box, list) and len(box) == 4 and _finite(box)):
+                return D2SegError(f"bbox {box!r:.60} is not 4 finite numbers [x, y, w, h]",
+                                  file=str(json_file), where=where,
+                                  hint="d2seg data check --fix recomputes it from the mask"), None
+            if box[2] < 0 or box[3] < 0:
+                return D2SegError(f"bbox {box} has a negative width or height",
+                                  file=str(json_file), where=where,
+                                  hint="d2seg data check --fix recomputes it from the mask"), None
+            if box[2] == 0 or box[3] == 0:
+                flat_boxes.append(ann.get("id", i))
+        seg = ann.get("segmentation")
+        size = [image.get("height"), image.get("width")]
+        if isinstance(seg, dict) and isinstance(seg.get("size"), list) and seg["size"] != size:
+            return D2SegError(f"RLE size {seg['size']} (h, w) differs from its image's {size}",
+                              file=str(json_file), where=f"{where}, image_id {ann['image_id']}",
+                              hint="re-export the mask at image size (d2seg data check --fix "
+                                   "removes it)"), None
+        if isinstance(seg, list) and any(isinstance(p, list) and len(p) < 6 for p in seg):
+            short_polygons.append(ann.get("id", i))
+    notes = []
+    if short_polygons:
+        notes.append(f"{len(short_polygons)} annotation(s) with polygons of fewer than 3 points "
+                     f"(ids {_first_ids(short_polygons)})")
+    if flat_boxes:
+        notes.append(f"{len(flat_boxes)} annotation(s) with a zero-size bbox "
+                     f"(ids {_first_ids(flat_boxes)})")
+    warning = (f"{json_file}: {' and '.join(notes)}: detectron2 drops them; d2seg data check "
+               "--fix repairs the file") if notes else None
+    return None, warning
+
+
+def _coco_dicts(json_file: Path, image_root: Path, id_map: dict[int, int],
+                checked: tuple[D2SegError | None, str | None] = (None, None)) -> list[dict]:
+    """detectron2's ``load_coco_json``, with category ids mapped by our (validated) map;
+    ``checked`` is ``check_annotations``'s verdict, raised or logged when the data is loaded."""
+    import logging
+
     from detectron2.data.datasets import load_coco_json
 
+    error, warning = checked
+    if error is not None:
+        raise error
+    if warning is not None:
+        logging.getLogger("d2seg").warning(warning)
     dicts = load_coco_json(str(json_file), str(image_root), dataset_name=None)
     for record in dicts:
         for ann in record.get("annotations", []):
@@ -199,7 +270,8 @@ def _register_instances(m: Manifest, split: Split, name: str) -> list[str]:
     cats = sorted(data["categories"], key=lambda c: c["id"])
     names, colors = _names_and_colors(m, cats, split.annotations)
     id_map = {c["id"]: i for i, c in enumerate(cats)}
-    _register(name, lambda: _coco_dicts(split.annotations, split.images, id_map),
+    checked = check_annotations(data, split.annotations)  # raised/logged only when loaded
+    _register(name, lambda: _coco_dicts(split.annotations, split.images, id_map, checked),
               thing_classes=names, thing_colors=colors, thing_dataset_id_to_contiguous_id=id_map,
               evaluator_type="coco", json_file=str(split.annotations), image_root=str(split.images),
               ignore_label=m.ignore_label, mask_format=_mask_format(data), d2seg_form="instances",

@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
-
 from d2seg.data.check import is_panoptic, load_coco_json, panoptic_ids
+from d2seg.data.images import read_image
 from d2seg.errors import D2SegError
 
 
@@ -34,10 +33,7 @@ def render_ground_truth(json_path: str | os.PathLike, image_root: str | os.PathL
     written = []
     for img in sorted(data["images"], key=lambda i: i["id"])[:n]:
         path = Path(image_root) / img["file_name"]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise D2SegError("image does not exist or does not decode", file=str(path),
-                             hint="run d2seg data check")
+        image = read_image(path, "BGR")  # one-line error naming the file when unreadable
         if panoptic:
             ann = pan_by_image.get(img["id"])
             drawn = image if ann is None else draw_panoptic(

@@ -124,9 +124,27 @@ def train(cfg, resume: bool = False) -> dict:
             where=cfg.OUTPUT_DIR,
             hint="lower SOLVER.BASE_LR or raise SOLVER.WARMUP_ITERS (from scratch, use GN or BN "
                  "norms); the last good checkpoint is kept and --resume continues from it") from e
+    finally:
+        _report_skipped(cfg, getattr(trainer._trainer, "data_loader", None))
     results = getattr(trainer, "_last_eval_results", None) or {}
     _write_results(cfg, results)
     return results
+
+
+def _report_skipped(cfg, loader) -> None:
+    """One warning with the count of unreadable images skipped (this process), and their list
+    in OUTPUT_DIR/skipped_images.json (skipped_images_rank<N>.json on other ranks)."""
+    skipped = getattr(loader, "skipped", None)
+    if not skipped:
+        return
+    logging.getLogger("d2seg").warning(loader.skip_log.summary())
+    rank = comm.get_rank()
+    name = "skipped_images.json" if rank == 0 else f"skipped_images_rank{rank}.json"
+    path = os.path.join(cfg.OUTPUT_DIR, name)
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump([{"file": k, "reason": v} for k, v in skipped.items()], f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 def evaluate(cfg, weights: str | None = None) -> dict:

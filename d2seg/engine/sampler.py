@@ -14,6 +14,11 @@ stream (proposal sampling, augmentations) by one draw.
 Exact resume needs ``DATALOADER.NUM_WORKERS 0`` (workers are reseeded on every start) and
 images that the aspect-ratio grouping puts in one bucket (or ``ASPECT_RATIO_GROUPING False``):
 images waiting in the other bucket when the run stopped are not carried over.
+
+Images that cannot be read (missing, empty, truncated, not an image) are replaced by others and
+reported once each, and :attr:`ResumableTrainLoader.skipped` lists them for the end of training
+(``d2seg.data.mappers``); the replacement of an image depends only on its index, so exact
+resume still holds.
 """
 
 from __future__ import annotations
@@ -27,12 +32,12 @@ from detectron2.data.build import trivial_batch_collator, worker_init_reset_seed
 from detectron2.data.common import (
     AspectRatioGroupedDataset,
     DatasetFromList,
-    MapDataset,
     ToIterableDataset,
 )
 from detectron2.utils import comm
 from torch.utils.data import DataLoader, Sampler
 
+from d2seg.data.mappers import D2SegDatasetMapper, SkipLog, SkipUnreadableDataset
 from d2seg.errors import D2SegError
 
 
@@ -60,7 +65,8 @@ class ResumableTrainLoader:
                              f"of the {world} processes", where="SOLVER.IMS_PER_BATCH")
         if isinstance(dataset, list):
             dataset = DatasetFromList(dataset, copy=False)
-        self.dataset = MapDataset(dataset, mapper) if mapper is not None else dataset
+        self.dataset = SkipUnreadableDataset(dataset, mapper) if mapper is not None else dataset
+        self.skip_log = SkipLog()  # unreadable images met so far, warned about once each
         self.sampler = sampler
         self.batch_size = total_batch_size // world  # per process
         self.aspect_ratio_grouping = aspect_ratio_grouping
@@ -69,8 +75,15 @@ class ResumableTrainLoader:
 
     @classmethod
     def from_config(cls, cfg) -> "ResumableTrainLoader":
-        """Same dataset, mapper and sampler as ``build_detection_train_loader(cfg)``."""
-        return cls(**build_detection_train_loader.from_config(cfg))
+        """Same dataset and sampler as ``build_detection_train_loader(cfg)``; detectron2's
+        mapper, reading images with ``d2seg.data.images.read_image``."""
+        return cls(**build_detection_train_loader.from_config(
+            cfg, mapper=D2SegDatasetMapper(cfg, is_train=True)))
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Unreadable images skipped so far in this process: file -> reason."""
+        return dict(self.skip_log.skipped)
 
     def start_at(self, iteration: int) -> None:
         """The first batch will be the one iteration ``iteration`` of an uninterrupted run saw."""
@@ -90,7 +103,19 @@ class ResumableTrainLoader:
             singles = DataLoader(stream, num_workers=self.num_workers,
                                  collate_fn=operator.itemgetter(0),
                                  worker_init_fn=worker_init_reset_seed, generator=generator)
-            return iter(AspectRatioGroupedDataset(singles, self.batch_size))
-        return iter(DataLoader(stream, batch_size=self.batch_size, drop_last=True,
-                               num_workers=self.num_workers, collate_fn=trivial_batch_collator,
-                               worker_init_fn=worker_init_reset_seed, generator=generator))
+            screened = _Iterable(self.skip_log.screen_all, singles)
+            return iter(AspectRatioGroupedDataset(screened, self.batch_size))
+        return self.skip_log.screen_batches(
+            DataLoader(stream, batch_size=self.batch_size, drop_last=True,
+                       num_workers=self.num_workers, collate_fn=trivial_batch_collator,
+                       worker_init_fn=worker_init_reset_seed, generator=generator))
+
+
+class _Iterable(torch.utils.data.IterableDataset):
+    """``fn(source)`` as a re-iterable dataset (AspectRatioGroupedDataset wants one)."""
+
+    def __init__(self, fn, source):
+        self.fn, self.source = fn, source
+
+    def __iter__(self):
+        return iter(self.fn(self.source))
