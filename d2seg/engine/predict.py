@@ -18,6 +18,7 @@ import torch
 from pycocotools import mask as mask_util
 from tqdm import tqdm
 
+from d2seg.data.images import read_image
 from d2seg.errors import D2SegError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -75,9 +76,9 @@ def iter_frames(files: list[Path]) -> Iterator[Frame]:
             finally:
                 capture.release()
         else:
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                raise D2SegError("cannot decode the image", file=str(path))
+            # d2seg's reader, as in training: EXIF applied, grey/RGBA/16-bit converted, and a
+            # truncated or non-image file is one error line (OpenCV half-decodes or says nothing)
+            image = read_image(path, "BGR")
             image_id += 1
             yield Frame(image_id, path.name, image)
 
@@ -139,13 +140,17 @@ def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int =
     from d2seg.visualize.inputs import instances_from_detectron2
     from d2seg.visualize.render import draw_instances
 
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise D2SegError(f"must be at least 1, got {batch_size}", where="--batch-size")
     files = expand_sources(sources)
     out = Path(out_dir)
     (out / "rendered").mkdir(parents=True, exist_ok=True)
     predictor = BatchPredictor(cfg, weights)
-    results, images, writers = [], [], {}
     total = _count_frames(files)
     bar = tqdm(total=total, desc="predict", unit="img", disable=(not _isatty()) if progress is None else not progress)
+    # results and the image index are written as they come (a long video would otherwise keep
+    # every detection in memory) and renamed into place once complete.
+    results, images, writers = _JsonListWriter(out / "results.json"), _JsonListWriter(out / "images.json"), {}
 
     def flush(batch: list[Frame]):
         for frame, output in zip(batch, predictor([f.image for f in batch])):
@@ -169,12 +174,14 @@ def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int =
                 batch = []
         if batch:
             flush(batch)
+        results.commit()
+        images.commit()
     finally:
         for writer, _ in writers.values():
             writer.release()
         bar.close()
-    _atomic_json(out / "results.json", results)
-    _atomic_json(out / "images.json", images)
+        results.discard()
+        images.discard()
     return {"results": str(out / "results.json"), "images": len(images), "detections": len(results),
             "rendered": str(out / "rendered")}
 
@@ -211,7 +218,36 @@ def _isatty() -> bool:
     return sys.stderr.isatty()
 
 
-def _atomic_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+class _JsonListWriter:
+    """A JSON list written item by item to ``path.tmp`` and renamed to ``path`` by ``commit()``:
+    the same bytes as ``json.dumps(list)``, without holding the list. ``discard()`` (after a
+    failure) removes the partial file and leaves an earlier ``path`` as it was."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.tmp = path.with_suffix(path.suffix + ".tmp")
+        self.count = 0
+        self._file = open(self.tmp, "w")
+        self._file.write("[")
+
+    def append(self, item) -> None:
+        self._file.write((", " if self.count else "") + json.dumps(item))
+        self.count += 1
+
+    def extend(self, items) -> None:
+        for item in items:
+            self.append(item)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def commit(self) -> None:
+        self._file.write("]")
+        self._file.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        if self.tmp.exists():
+            self.tmp.unlink()

@@ -8,7 +8,6 @@ to pycocotools). Masks are scored without their boxes, as detectron2 does.
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 import os
@@ -66,7 +65,10 @@ def evaluate_coco(gt, results, iou_types=("bbox", "segm"), image_ids=None) -> di
     names = {c["id"]: c["name"] for c in coco_gt.loadCats(coco_gt.getCatIds())}
     report = {}
     for iou_type in iou_types:
-        dets = copy.deepcopy(results)
+        # loadRes and COCOeval only set top-level keys (id, area, iscrowd, bbox/segmentation):
+        # a shallow copy per detection keeps the caller's list intact and shares the nested
+        # boxes and RLE dicts instead of duplicating every detection (memory on large sets).
+        dets = [dict(d) for d in results]
         if iou_type == "segm":
             dets = [d for d in dets if "segmentation" in d]
             for d in dets:
@@ -97,6 +99,9 @@ def evaluate_coco(gt, results, iou_types=("bbox", "segm"), image_ids=None) -> di
             "_precision": precision,
             "_cat_ids": list(ev.params.catIds),
         }
+        # Only the numbers leave the loop: without this, the previous IoU type's detections,
+        # IoU matrices and per-image matches would still be alive while the next one is built.
+        del dets, coco_dt, ev
     return report
 
 

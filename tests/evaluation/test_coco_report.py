@@ -106,3 +106,38 @@ def test_cli_bad_results_one_line(tmp_path, capsys, content, reason):
     assert main(["eval", "--results", str(res), "--gt", str(gt), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and reason in err and err.startswith("error:")
+
+
+def test_evaluate_leaves_callers_results_untouched(tmp_path):
+    """evaluate_coco copies each detection shallowly (memory on large sets): loadRes and COCOeval
+    add keys to the copies only, the caller's list and its nested boxes and RLEs stay as given."""
+    from pycocotools import mask as mask_util
+
+    def rle(y0, y1, x0, x1):
+        m = np.zeros((40, 50), np.uint8)
+        m[y0:y1, x0:x1] = 1
+        r = mask_util.encode(np.asfortranarray(m))
+        r["counts"] = r["counts"].decode()
+        return r
+
+    gt = {"images": [{"id": 1, "width": 50, "height": 40, "file_name": "a.png"}],
+          "categories": [{"id": 1, "name": "a"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 20, 10], "area": 200,
+                           "iscrowd": 0, "segmentation": rle(5, 15, 5, 25)}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    results = [{"image_id": 1, "category_id": 1, "bbox": [6, 5, 20, 10], "score": 0.9,
+                "segmentation": rle(5, 15, 6, 26)},
+               {"image_id": 1, "category_id": 1, "bbox": [30, 20, 10, 10], "score": 0.4,
+                "segmentation": rle(20, 30, 30, 40)}]
+    before = copy.deepcopy(results)
+    first = coco_eval.evaluate_coco(str(path), results)
+    assert results == before
+    second = coco_eval.evaluate_coco(str(path), results)
+    for iou_type in ("bbox", "segm"):
+        assert first[iou_type]["stats"] == second[iou_type]["stats"]
+        expected = copy.deepcopy(before)
+        if iou_type == "segm":
+            for d in expected:
+                d.pop("bbox")
+        assert [first[iou_type]["stats"][n] for n in coco_eval.STAT_NAMES] == list(_pycocotools(path, expected, iou_type))
