@@ -114,6 +114,9 @@ def _setup_worker_logging(rank: int) -> None:
 
 def train(cfg, resume: bool = False) -> dict:
     """Train (resuming from OUTPUT_DIR's last checkpoint if asked); return the last evaluation."""
+    if not cfg.DATASETS.TRAIN:
+        raise D2SegError("no training dataset", where="DATASETS.TRAIN",
+                         hint="set DATASETS.TRAIN to a registered dataset, e.g. demo_instances_train")
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=resume)
     try:

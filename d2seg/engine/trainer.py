@@ -53,10 +53,12 @@ def prepare_config(cfg: CfgNode) -> CfgNode:
                          hint="set MODEL.DEVICE cpu (or auto)")
     if cfg.D2SEG.AMP == "auto":
         cfg.SOLVER.AMP.ENABLED = cfg.MODEL.DEVICE.startswith("cuda")
-    if not cfg.DATASETS.TRAIN:
-        raise D2SegError("no training dataset", where="DATASETS.TRAIN",
-                         hint="set DATASETS.TRAIN to a registered dataset, e.g. demo_instances_train")
+    # classes come from the training data, else (evaluation only) from the test data
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    if not names:
+        raise D2SegError("no dataset", where="DATASETS.TRAIN",
+                         hint="set DATASETS.TRAIN (and DATASETS.TEST) to registered datasets, "
+                              "e.g. demo_instances_train")
     _load_class_metadata(names)
     if cfg.D2SEG.CLASSES_FROM_DATA:
         need = num_classes(names[0])
@@ -79,6 +81,22 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         # detectron2's data, mapper and sampler, but resumable part-way through the stream
         return ResumableTrainLoader.from_config(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        # images read as in training (d2seg.data.images); an unreadable one is one error line
+        from d2seg.data.mappers import build_test_loader
+
+        return build_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        # DeepLab's poly schedule (SOLVER.LR_SCHEDULER_NAME WarmupPolyLR); others: detectron2's
+        if cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupPolyLR":
+            from detectron2.projects.deeplab import build_lr_scheduler
+
+            return build_lr_scheduler(cfg, optimizer)
+        return super().build_lr_scheduler(cfg, optimizer)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+
+import pytest
 from pathlib import Path
 
 from d2seg.engine.run import setup
@@ -55,3 +57,20 @@ def test_quiet_terminal_console_keeps_full_log_file(tmp_path, monkeypatch):
               for h in logging.getLogger("d2seg").handlers if getattr(h, "_d2seg_run", False)}
     assert levels[True] == logging.WARNING  # console
     assert "info-line" in (tmp_path / "log.txt").read_text()
+
+
+def test_evaluation_needs_no_training_dataset(tmp_path):
+    """An eval-only config (DATASETS.TRAIN empty) takes its classes from the test data;
+    training it is one clear error."""
+    from d2seg.engine.run import train
+    from d2seg.errors import D2SegError
+
+    cfg = setup(CONFIG, ["DATASETS.TRAIN", "()", "DATASETS.TEST", "('demo_instances_val',)"],
+                output_dir=tmp_path)
+    from detectron2.data import MetadataCatalog
+
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == len(MetadataCatalog.get("demo_instances_val").thing_classes)
+    with pytest.raises(D2SegError, match="no training dataset"):
+        train(cfg)
+    with pytest.raises(D2SegError, match="no dataset"):
+        setup(CONFIG, ["DATASETS.TRAIN", "()", "DATASETS.TEST", "()"], output_dir=tmp_path)
