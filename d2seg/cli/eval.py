@@ -1,40 +1,71 @@
-"""``d2seg eval``: COCO AP (12 numbers, per class), PR curves and a confusion matrix.
+"""``d2seg eval``: COCO AP (12 numbers, per class), PR curves and a confusion matrix; or panoptic
+quality (PQ/SQ/RQ for all, things, stuff and per class).
 
-Scores a results JSON against a ground truth (a COCO file or a registered dataset), or runs a
-checkpoint on a dataset first.
+Scores a results JSON against a ground truth (a COCO file or a registered dataset), COCO
+panoptic predictions (JSON + PNG folder) against a panoptic ground truth, or runs a checkpoint
+on a dataset first (a panoptic dataset gives PQ, an instance dataset AP).
 """
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 from d2seg.errors import D2SegError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate COCO results or a checkpoint (bbox/segm AP, plots)")
+    p = sub.add_parser("eval", help="evaluate COCO results, panoptic predictions or a checkpoint "
+                                    "(bbox/segm AP, plots; PQ)")
     src = p.add_argument_group("what to score")
     src.add_argument("--results", metavar="JSON", help="COCO results file (detections)")
-    src.add_argument("--config-file", metavar="YAML", help="run this model first (with --weights)")
+    src.add_argument("--config-file", metavar="YAML", help="run this model first (with --weights "
+                     "or MODEL.WEIGHTS)")
     src.add_argument("--weights", metavar="FILE", help="checkpoint for --config-file")
+    src.add_argument("--panoptic-pred-json", metavar="JSON",
+                     help="COCO panoptic predictions (PQ against --panoptic-gt-json or --dataset)")
+    src.add_argument("--panoptic-pred-dir", metavar="DIR",
+                     help="their PNGs (default: the JSON's path without .json)")
     p.add_argument("--gt", metavar="JSON", help="COCO instances ground truth")
-    p.add_argument("--dataset", metavar="NAME", help="registered dataset (instead of --gt)")
+    p.add_argument("--panoptic-gt-json", metavar="JSON", help="COCO panoptic ground truth")
+    p.add_argument("--panoptic-gt-dir", metavar="DIR",
+                   help="its PNGs (default: the JSON's path without .json)")
+    p.add_argument("--dataset", metavar="NAME", help="registered dataset (instead of --gt or "
+                   "--panoptic-gt-json; with --config-file: the one to run on)")
     p.add_argument("--iou-types", nargs="+", default=["bbox", "segm"], choices=["bbox", "segm"])
-    p.add_argument("--out", metavar="DIR", default="runs/eval", help="where metrics.json/.md and plots go")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes for PQ (default: CPU count, at most 8)")
+    p.add_argument("--out", metavar="DIR", default="runs/eval",
+                   help="where metrics.json/.md and plots (or pq.json/.md) go")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides with --config-file")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
+    panoptic_files = args.panoptic_pred_json or args.panoptic_gt_json
+    sources = [name for name, given in (("--results", args.results),
+                                        ("--config-file", args.config_file),
+                                        ("--panoptic-pred-json", panoptic_files)) if given]
+    if len(sources) > 1:
+        raise D2SegError(f"{' and '.join(sources)} are different ways to evaluate",
+                         hint="give one of them")
+    if args.opts and not args.config_file:
+        raise D2SegError(f"config overrides ({args.opts[0]} ...) need --config-file")
+    if panoptic_files:
+        return _run_panoptic_files(args)
+    if args.config_file:
+        return _run_model(args)
+    if not args.results:
+        raise D2SegError("nothing to evaluate", hint="give --results JSON, --panoptic-pred-json "
+                         "JSON, or --config-file and --weights")
+    return _report_coco(args, args.results, _ground_truth(args))
+
+
+def _report_coco(args, results: str, gt: str) -> int:
     from d2seg.evaluation import coco
 
-    if args.config_file:
-        results, gt = _run_model(args)
-    else:
-        if not args.results:
-            raise D2SegError("nothing to evaluate", hint="give --results JSON, or --config-file and --weights")
-        results, gt = args.results, _ground_truth(args)
     report = coco.evaluate_coco(gt, results, args.iou_types)
     written = coco.write_report(report, args.out, gt=gt, results=results, plots=not args.no_plots)
     print(coco.markdown_table(report).split("\n\n")[0])
@@ -42,31 +73,122 @@ def run(args) -> int:
     return 0
 
 
+def _metadata(name: str):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from d2seg.engine.run import register_datasets
+
+    register_datasets()
+    if name not in DatasetCatalog.list():
+        import difflib
+
+        close = difflib.get_close_matches(name, DatasetCatalog.list(), n=1)
+        raise D2SegError(f"dataset {name!r} is not registered", where="--dataset",
+                         hint=f"did you mean {close[0]!r}?" if close else
+                         "see `d2seg data list` or add a manifest to datasets/")
+    return MetadataCatalog.get(name)
+
+
 def _ground_truth(args) -> str:
     if args.gt:
         return args.gt
     if not args.dataset:
         raise D2SegError("no ground truth", hint="give --gt COCO.json or --dataset NAME")
-    from detectron2.data import MetadataCatalog
-
-    from d2seg.engine.run import register_datasets
-
-    register_datasets()
-    json_file = MetadataCatalog.get(args.dataset).get("json_file", None)
+    json_file = _metadata(args.dataset).get("json_file", None)
     if not json_file:
         raise D2SegError(f"dataset {args.dataset!r} has no COCO instances file", where="--dataset")
     return json_file
 
 
-def _run_model(args):
+def _png_folder(json_path: str, folder: str | None, option: str) -> str:
+    """The folder given, else the COCO panoptic convention: the JSON's path without .json."""
+    if folder:
+        return folder
+    default = Path(json_path).with_suffix("")
+    if not default.is_dir():
+        raise D2SegError(f"no PNG folder {default} beside the JSON", file=json_path,
+                         hint=f"give {option} DIR")
+    return str(default)
+
+
+def _run_panoptic_files(args) -> int:
+    """PQ of COCO panoptic predictions (JSON + PNGs) against a panoptic ground truth."""
+    from d2seg.evaluation.panoptic_quality import pq_compute_folders
+
+    if not args.panoptic_pred_json:
+        raise D2SegError("--panoptic-gt-json without predictions", hint="give --panoptic-pred-json")
+    if args.panoptic_gt_json and args.dataset:
+        raise D2SegError("--panoptic-gt-json and --dataset are two ground truths", hint="give one")
+    if args.panoptic_gt_json:
+        gt_json = args.panoptic_gt_json
+        gt_dir = _png_folder(gt_json, args.panoptic_gt_dir, "--panoptic-gt-dir")
+    elif args.dataset:
+        meta = _metadata(args.dataset)
+        gt_json, gt_dir = meta.get("panoptic_json", None), meta.get("panoptic_root", None)
+        if not gt_json or not gt_dir:
+            raise D2SegError(f"dataset {args.dataset!r} has no panoptic ground truth",
+                             where="--dataset", hint="use a coco_panoptic dataset")
+        gt_dir = args.panoptic_gt_dir or gt_dir
+    else:
+        raise D2SegError("no panoptic ground truth",
+                         hint="give --panoptic-gt-json JSON or --dataset NAME")
+    pred_dir = _png_folder(args.panoptic_pred_json, args.panoptic_pred_dir, "--panoptic-pred-dir")
+    results = pq_compute_folders(gt_json, gt_dir, args.panoptic_pred_json, pred_dir,
+                                 workers=args.workers)
+    _write_pq_report(results, _categories(gt_json), args.out)
+    return 0
+
+
+def _categories(gt_json: str) -> list:
+    from d2seg.evaluation.panoptic_quality import _load_json
+
+    return _load_json(gt_json).get("categories", [])
+
+
+def _write_pq_report(results: dict, categories: list, out: str) -> None:
+    from d2seg.evaluation.panoptic_quality import format_markdown
+    from d2seg.panoptic.export import write_bytes_atomic
+
+    markdown = format_markdown(results, categories)
+    out_dir = Path(out)
+    write_bytes_atomic(out_dir / "pq.json", json.dumps(results, indent=1).encode())
+    write_bytes_atomic(out_dir / "pq.md", markdown.encode())
+    print(markdown, end="")
+    print(f"written: pq.json, pq.md in {out}")
+
+
+def _run_model(args) -> int:
+    from d2seg.config import load_config
     from d2seg.engine import run as engine
+    from d2seg.evaluation.panoptic_evaluator import PQ_JSON, PREDICTIONS_DIR, PREDICTIONS_JSON
 
     overrides = list(args.opts)
     if args.dataset:
         overrides += ["DATASETS.TEST", f"('{args.dataset}',)"]
+        engine.register_datasets()
+        if not load_config(args.config_file, overrides).DATASETS.TRAIN:
+            # the class counts come from DATASETS.TRAIN: a config without one takes the test set's
+            overrides += ["DATASETS.TRAIN", f"('{args.dataset}',)"]
     cfg = engine.setup(args.config_file, overrides, output_dir=args.out)
-    engine.evaluate(cfg, args.weights)
+    if not cfg.DATASETS.TEST:
+        raise D2SegError("no dataset to evaluate on", where="DATASETS.TEST",
+                         hint="give --dataset NAME")
     dataset = cfg.DATASETS.TEST[0]
-    results = os.path.join(cfg.OUTPUT_DIR, "eval", dataset, "coco_instances_results.json")
+    kind = _metadata(dataset).get("evaluator_type", "coco")
+    results = engine.evaluate(cfg, args.weights)
+    folder = Path(cfg.OUTPUT_DIR) / "eval" / dataset
+    if kind == "coco_panoptic_seg":
+        pq = json.loads((folder / PQ_JSON).read_text())
+        pq["per_class"] = {int(k): v for k, v in pq["per_class"].items()}
+        pq["counts"] = {int(k): v for k, v in pq.get("counts", {}).items()}
+        _write_pq_report(pq, _categories(_metadata(dataset).panoptic_json), args.out)
+        print(f"predictions (COCO panoptic): {folder / PREDICTIONS_JSON} and "
+              f"{folder / PREDICTIONS_DIR}/; bbox/segm AP in {Path(cfg.OUTPUT_DIR) / 'eval_results.json'}")
+        return 0
+    if kind == "sem_seg":
+        for key, value in results.get("sem_seg", {}).items():
+            print(f"{key}: {value:.2f}")
+        print(f"written: eval_results.json in {cfg.OUTPUT_DIR}")
+        return 0
     args.dataset = dataset
-    return results, _ground_truth(args)
+    return _report_coco(args, str(folder / "coco_instances_results.json"), _ground_truth(args))

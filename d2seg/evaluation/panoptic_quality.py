@@ -7,8 +7,10 @@ is never a false negative; an unmatched predicted segment lying more than half o
 crowd region of its category is not a false positive. Ground truth areas come from the JSON,
 predicted areas from the PNG, as in the reference.
 
-Per image the work is one table of pixel counts per (ground truth, prediction) pair, built with
-``np.searchsorted`` + ``np.bincount`` on compact indices; images run in a process pool. IoUs are
+Per image the work is one table of pixel counts per (ground truth, prediction) pair: each PNG
+decoded by OpenCV, its ids mapped to compact table indices by one gather from a 2^24-entry
+lookup table, then one ``np.bincount``; buffers are reused from image to image, and images run
+in a process pool. IoUs are
 summed in the reference's order so the numbers are bit-identical, not just close.
 """
 
@@ -28,51 +30,85 @@ from d2seg.errors import D2SegError
 MATCH_IOU = 0.5
 
 
-def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
-    """Segment ids (uint32, id = R + 256 G + 256^2 B) of a COCO panoptic PNG."""
+def _imread(path) -> np.ndarray:
     import cv2
 
+    if not os.path.isfile(path):  # before OpenCV, which would also print a warning
+        raise D2SegError("panoptic PNG not found", file=str(path),
+                         hint="check the PNG folder and the JSON's file_name")
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise D2SegError("cannot read the panoptic PNG", file=str(path),
                          hint="check that the file exists and is a PNG")
-    # bytes R, G, B, 0 side by side are one little-endian uint32 = R + 256 G + 256^2 B
-    rgb0 = np.zeros(bgr.shape[:2] + (4,), np.uint8)
-    cv2.mixChannels([bgr], [rgb0], [2, 0, 1, 1, 0, 2])
-    ids = rgb0.view(np.uint32)[..., 0]
-    return ids if np.little_endian else ids.byteswap()
+    return bgr
 
 
-_LOOKUP: np.ndarray | None = None  # id -> value table, one per process, cleared after use
+def _ids_into(bgr: np.ndarray, rgba: np.ndarray | None) -> np.ndarray:
+    """Segment ids of a decoded BGR image as a flat uint32 array (a view of ``rgba``).
+
+    BGR -> RGBA is one SIMD pass; the bytes R, G, B, A of a pixel read as one little-endian
+    uint32 are id + 2^24 A, so masking A off leaves id = R + 256 G + 256^2 B.
+    """
+    import cv2
+
+    rgba = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA, dst=rgba)
+    ids = rgba.view("<u4").reshape(-1)
+    np.bitwise_and(ids, 0xFFFFFF, out=ids)
+    return ids
 
 
-def _lookup(ids_png: np.ndarray, known: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Per pixel: ``values[i]`` where its id is ``known[i]`` (sorted, unique), 0 when absent.
+def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
+    """Segment ids (uint32, id = R + 256 G + 256^2 B) of a COCO panoptic PNG."""
+    bgr = _imread(path)
+    return _ids_into(bgr, None).reshape(bgr.shape[:2]).astype(np.uint32, copy=False)
 
-    A 2^24-entry int32 table (zero pages until touched, kept per process) makes this one gather.
+
+# Per process, reused from image to image: a fresh array per image costs page faults that
+# weigh as much as the counting itself.
+_LOOKUP: np.ndarray | None = None  # id -> table index, all 0 between uses
+_BUFFERS: dict = {}
+
+
+def _buffer(key, shape: tuple, dtype) -> np.ndarray:
+    buf = _BUFFERS.get(key)
+    if buf is None or buf.shape != shape:
+        buf = _BUFFERS[key] = np.empty(shape, dtype)
+    return buf
+
+
+def _release_buffers() -> None:
+    global _LOOKUP
+    _LOOKUP = None
+    _BUFFERS.clear()
+
+
+def _table_indices(png_path, known: np.ndarray, values: np.ndarray, slot: int):
+    """Per pixel of the PNG: ``values[i]`` where its id is ``known[i]``, 0 where the id is not
+    known; int32, flat, in a buffer reused by the next call with the same ``slot``.
+
+    A 2^24-entry table (zero pages until touched, kept per process) makes this one gather.
     """
     global _LOOKUP
-    flat = ids_png.reshape(-1)
-    if known.size and int(known[-1]) >= 1 << 24:  # not an RGB id: slower exact search
-        pos = np.minimum(np.searchsorted(known, flat), known.size - 1)
-        return np.where(known[pos] == flat, values[pos], 0).astype(np.int32)
+    bgr = _imread(png_path)
+    ids = _ids_into(bgr, _buffer(("rgba", slot), bgr.shape[:2] + (4,), np.uint8))
     if _LOOKUP is None:
         _LOOKUP = np.zeros(1 << 24, dtype=np.int32)
+    valid = (known >= 0) & (known < 1 << 24)  # other ids cannot be in a PNG
+    known, values = known[valid], values[valid]
     _LOOKUP[known] = values
-    out = np.take(_LOOKUP, flat.view(np.int32))
-    _LOOKUP[known] = 0
-    return out
+    try:
+        # ids < 2^24, so "clip" never clips; unlike "raise" it writes to ``out`` unbuffered
+        out = np.take(_LOOKUP, ids.view("<i4"), out=_buffer(("index", slot), ids.shape, np.int32),
+                      mode="clip")
+    finally:
+        _LOOKUP[known] = 0
+    return out, bgr.shape[:2]
 
 
 def image_stats(gt_ann: dict, pred_ann: dict, gt_folder: str, pred_folder: str,
                 categories: dict) -> dict:
     """One image's matches (category, IoU; in the reference's order), false negatives, positives."""
-    gt_ids_png = read_panoptic_png(os.path.join(gt_folder, gt_ann["file_name"]))
     pred_png_path = os.path.join(pred_folder, pred_ann["file_name"])
-    pred_ids_png = read_panoptic_png(pred_png_path)
-    if gt_ids_png.shape != pred_ids_png.shape:
-        raise D2SegError(f"prediction is {pred_ids_png.shape[::-1]} but the ground truth is "
-                         f"{gt_ids_png.shape[::-1]}", file=pred_png_path)
     gt_segs = {s["id"]: s for s in gt_ann["segments_info"]}
     pred_segs = {s["id"]: s for s in pred_ann["segments_info"]}
     image = gt_ann["image_id"]
@@ -85,8 +121,14 @@ def image_stats(gt_ann: dict, pred_ann: dict, gt_folder: str, pred_folder: str,
     gt_known = np.array(sorted({0, *gt_segs}), dtype=np.int64)
     pred_known = np.array(sorted({0, *pred_segs}), dtype=np.int64)
     cols = pred_known.size + 1
-    flat = _lookup(gt_ids_png, gt_known, np.arange(1, gt_known.size + 1, dtype=np.int32) * cols)
-    flat += _lookup(pred_ids_png, pred_known, np.arange(1, cols, dtype=np.int32))
+    flat, gt_shape = _table_indices(os.path.join(gt_folder, gt_ann["file_name"]), gt_known,
+                                    np.arange(1, gt_known.size + 1, dtype=np.int32) * cols, 0)
+    pred_flat, pred_shape = _table_indices(pred_png_path, pred_known,
+                                           np.arange(1, cols, dtype=np.int32), 1)
+    if gt_shape != pred_shape:
+        raise D2SegError(f"prediction is {pred_shape[::-1]} but the ground truth is "
+                         f"{gt_shape[::-1]}", file=pred_png_path)
+    flat += pred_flat
     table = np.bincount(flat, minlength=(gt_known.size + 1) * cols).reshape(-1, cols)
     unknown_pred = int(table[:, 0].sum())
     void_row = table[1, 2:]
@@ -96,7 +138,7 @@ def image_stats(gt_ann: dict, pred_ann: dict, gt_folder: str, pred_folder: str,
     table = table[2:, 2:]  # ground truth segments x predicted segments
 
     if unknown_pred:
-        bad = np.setdiff1d(np.unique(pred_ids_png), np.append(pred_known, 0))
+        bad = np.setdiff1d(np.unique(read_panoptic_png(pred_png_path)), np.append(pred_known, 0))
         raise D2SegError(f"segment id {int(bad[0])} is in the PNG but not in the JSON",
                          file=pred_png_path, where=f"image {image}")
     pred_area = table.sum(axis=0) + void_row + unknown_gt_row
@@ -248,7 +290,10 @@ def pq_compute_folders(gt_json, gt_folder, pred_json, pred_folder, categories=No
     pairs = _pair_annotations(gt, pred, str(pred_json))
     jobs = [(g, p, str(gt_folder), str(pred_folder), categories) for g, p in pairs]
     workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
-    per_image = _run(jobs, workers, progress)
+    try:
+        per_image = _run(jobs, workers, progress)
+    finally:
+        _release_buffers()  # in this process (workers=1); forked workers exit anyway
     total = _sum_like_reference(per_image, multiprocessing.cpu_count())
     results: dict = {}
     for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):
