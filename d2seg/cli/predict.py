@@ -27,7 +27,7 @@ def run(args) -> int:
 
     register_datasets()
     overrides = list(args.opts)
-    names = mapping = None
+    names = mapping = stuff_names = stuff_colors = None
     if args.dataset:
         overrides += ["DATASETS.TRAIN", f"('{args.dataset}',)", "DATASETS.TEST", "()"]
     cfg = load_config(args.config_file, overrides)
@@ -37,6 +37,7 @@ def run(args) -> int:
         names = meta.get("thing_classes", None)
         to_contiguous = meta.get("thing_dataset_id_to_contiguous_id", None)
         mapping = {v: k for k, v in to_contiguous.items()} if to_contiguous else None
+        stuff_names, stuff_colors = meta.get("stuff_classes", None), meta.get("stuff_colors", None)
     elif cfg.MODEL.DEVICE == "auto":
         cfg.defrost()
         import torch
@@ -44,7 +45,9 @@ def run(args) -> int:
         cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
     summary = predict(cfg, args.inputs, args.out, weights=args.weights, batch_size=args.batch_size,
                       render=not args.no_render, score_thresh=args.score_thresh, class_names=names,
-                      contiguous_to_category=mapping)
+                      contiguous_to_category=mapping, stuff_names=stuff_names,
+                      stuff_colors=stuff_colors)
     print(f"{summary['images']} images, {summary['detections']} detections -> {summary['results']}; "
-          f"pictures in {summary['rendered']}")
+          f"pictures in {summary['rendered']}"
+          + (f"; label PNGs in {summary['semantic']}" if summary["semantic"] else ""))
     return 0

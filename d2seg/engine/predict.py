@@ -133,12 +133,59 @@ def instances_to_coco(instances, image_id: int, contiguous_to_category: dict | N
     return results
 
 
+def _frame_stem(frame: Frame) -> str:
+    """File stem for a frame's outputs: the image's stem, or ``<video stem>_<frame index>``."""
+    if frame.video is None:
+        return Path(frame.name).stem
+    return f"{Path(frame.video).stem}_{int(frame.name.rsplit('#', 1)[1]):06d}"
+
+
+def _write_labels(path: Path, labels: np.ndarray) -> None:
+    """A semantic label map as a PNG (uint8 up to 255 classes, else 16-bit), atomically."""
+    labels = labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16)
+    ok, buffer = cv2.imencode(".png", labels)
+    if not ok:
+        raise D2SegError("could not encode the label PNG", file=str(path))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buffer.tobytes())
+    os.replace(tmp, path)
+
+
+def _draw_output(image: np.ndarray, output: dict, score_thresh: float, class_names,
+                 stuff_names, stuff_colors) -> np.ndarray:
+    """The picture of one prediction: panoptic segments if the model makes them, else instances,
+    else the semantic label map."""
+    from d2seg.visualize.inputs import instances_from_detectron2
+    from d2seg.visualize.render import draw_instances, draw_panoptic, draw_semantic
+
+    if "panoptic_seg" in output:
+        pan, segments = output["panoptic_seg"]
+        info, names, isthing = [], {}, {}
+        for seg in segments:
+            thing, cid = bool(seg.get("isthing")), int(seg["category_id"])
+            key = cid if thing else 1000 + cid  # things and stuff are numbered separately
+            source = class_names if thing else stuff_names
+            names[key] = source[cid] if source is not None and cid < len(source) else str(cid)
+            isthing[key] = thing
+            info.append({"id": seg["id"], "category_id": key, "isthing": thing,
+                         "score": seg.get("score")})
+        return draw_panoptic(image, pan.to("cpu").numpy(), info, class_names=names,
+                             isthing=isthing)
+    if "instances" in output:
+        keep = output["instances"]
+        keep = keep[keep.scores >= score_thresh].to("cpu")
+        return draw_instances(image, **instances_from_detectron2(keep).draw_kwargs(),
+                              class_names=class_names)
+    return draw_semantic(image, output["sem_seg"].argmax(0).to("cpu").numpy(), stuff_names,
+                         stuff_colors)
+
+
 def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int = 4,
             render: bool = True, score_thresh: float = 0.5, class_names=None,
-            contiguous_to_category: dict | None = None, progress: bool | None = None) -> dict:
-    """Predict every frame; write ``results.json`` (COCO), ``images.json`` and pictures/videos."""
-    from d2seg.visualize.inputs import instances_from_detectron2
-    from d2seg.visualize.render import draw_instances
+            contiguous_to_category: dict | None = None, progress: bool | None = None,
+            stuff_names=None, stuff_colors=None) -> dict:
+    """Predict every frame; write ``results.json`` (COCO instances), ``images.json``, a label PNG
+    per frame under ``semantic/`` for models with a semantic output, and pictures/videos."""
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise D2SegError(f"must be at least 1, got {batch_size}", where="--batch-size")
@@ -154,14 +201,20 @@ def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int =
 
     def flush(batch: list[Frame]):
         for frame, output in zip(batch, predictor([f.image for f in batch])):
-            instances = output["instances"]
-            results.extend(instances_to_coco(instances, frame.image_id, contiguous_to_category))
-            images.append({"id": frame.image_id, "file_name": frame.name,
-                           "height": frame.image.shape[0], "width": frame.image.shape[1]})
+            entry = {"id": frame.image_id, "file_name": frame.name,
+                     "height": frame.image.shape[0], "width": frame.image.shape[1]}
+            if "instances" in output:
+                results.extend(instances_to_coco(output["instances"], frame.image_id,
+                                                 contiguous_to_category))
+            if "sem_seg" in output:
+                (out / "semantic").mkdir(exist_ok=True)
+                label_file = out / "semantic" / f"{_frame_stem(frame)}.png"
+                _write_labels(label_file, output["sem_seg"].argmax(0).to("cpu").numpy())
+                entry["sem_seg_file_name"] = str(label_file.relative_to(out))
+            images.append(entry)
             if render:
-                keep = instances[instances.scores >= score_thresh].to("cpu")
-                drawn = draw_instances(frame.image, **instances_from_detectron2(keep).draw_kwargs(),
-                                       class_names=class_names)
+                drawn = _draw_output(frame.image, output, score_thresh, class_names,
+                                     stuff_names, stuff_colors)
                 _write_rendered(out, frame, drawn, writers)
             bar.update(1)
 
@@ -182,8 +235,9 @@ def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int =
         bar.close()
         results.discard()
         images.discard()
+    semantic = out / "semantic"
     return {"results": str(out / "results.json"), "images": len(images), "detections": len(results),
-            "rendered": str(out / "rendered")}
+            "rendered": str(out / "rendered"), "semantic": str(semantic) if semantic.is_dir() else None}
 
 
 def _write_rendered(out: Path, frame: Frame, drawn: np.ndarray, writers: dict) -> None:
