@@ -110,19 +110,13 @@ class _Data:
 
 
 def _load_dataset(name: str, limit: int | None) -> _Data:
-    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data import DatasetCatalog
 
     from d2seg.data.manifest import register_all
+    from d2seg.data.register import registered_metadata
 
     register_all()
-    if name not in DatasetCatalog.list():
-        import difflib
-
-        near = difflib.get_close_matches(name, DatasetCatalog.list(), n=3)
-        raise D2SegError(f"unknown dataset {name!r}", where="dataset",
-                         hint=f"did you mean {', '.join(near)}?" if near else
-                         "register it with a manifest (see datasets/README.md)")
-    meta = MetadataCatalog.get(name)
+    meta = registered_metadata(name)
     kind = meta.get("evaluator_type", "coco")
     if kind not in ("sem_seg", "coco"):
         raise D2SegError(f"comparisons run on semantic or instance datasets, {name} is {kind}",

@@ -114,7 +114,7 @@ methods:
 
 @pytest.mark.parametrize("text, message", [
     ("dataset: demo_semseg_vall\nmethods: [{name: a, superpixels: slic, sparse: 0.1}]",
-     "unknown dataset 'demo_semseg_vall'; did you mean demo_semseg_val"),
+     "dataset 'demo_semseg_vall' is not registered; did you mean demo_semseg_val"),
     ("dataset: demo_semseg_val\nmethods: [{name: a, superpixels: slic, refine: b}, "
      "{name: b, superpixels: slic, sparse: 0.1}]", "not a method listed before it"),
     ("dataset: demo_semseg_val\nmethods: [{name: a, grabcut: {}}]",

@@ -18,6 +18,9 @@ def add_parser(sub) -> None:
     data = sub.add_parser("data", help="check, describe, show and convert datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
+    p = dsub.add_parser("list", help="the datasets d2seg registered (datasets/, $D2SEG_DATASETS)")
+    p.set_defaults(run=run_list)
+
     p = dsub.add_parser("check", help="find problems that would break or degrade training")
     _target_args(p)
     p.add_argument("--fix", metavar="OUT", help="write a cleaned copy of the JSON to OUT "
@@ -86,6 +89,24 @@ def _need_images(s):
     if s.image_root is None:
         raise D2SegError("the image folder is unknown", file=str(s.json_path),
                          hint="pass --images DIR")
+
+
+def run_list(args) -> int:
+    """One line per dataset registered from a manifest: name, task, classes."""
+    from detectron2.data import MetadataCatalog
+
+    from d2seg.data.manifest import register_all
+
+    names = register_all()
+    if not names:
+        print("no datasets registered: add a manifest to datasets/ or a folder in $D2SEG_DATASETS")
+        return 0
+    width = max(len(n) for n in names)
+    for name in names:
+        meta = MetadataCatalog.get(name)
+        classes = meta.get("thing_classes", None) or meta.get("stuff_classes", None) or []
+        print(f"{name:<{width}}  {meta.get('evaluator_type', '?'):<17}  {len(classes)} classes")
+    return 0
 
 
 def run_check(args) -> int:

@@ -74,19 +74,11 @@ def _report_coco(args, results: str, gt: str) -> int:
 
 
 def _metadata(name: str):
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
+    from d2seg.data.register import registered_metadata
     from d2seg.engine.run import register_datasets
 
     register_datasets()
-    if name not in DatasetCatalog.list():
-        import difflib
-
-        close = difflib.get_close_matches(name, DatasetCatalog.list(), n=1)
-        raise D2SegError(f"dataset {name!r} is not registered", where="--dataset",
-                         hint=f"did you mean {close[0]!r}?" if close else
-                         "see `d2seg data list` or add a manifest to datasets/")
-    return MetadataCatalog.get(name)
+    return registered_metadata(name, where="--dataset")
 
 
 def _ground_truth(args) -> str:

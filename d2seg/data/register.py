@@ -404,15 +404,15 @@ def unregister_manifest(name: str) -> None:
         _unregister(n for n in dataset_names(manifest) if n in _OWNED)
 
 
-def _metadata(dataset_name: str):
+def registered_metadata(dataset_name: str, where: str = "dataset"):
+    """The metadata of a registered dataset; else one error naming the nearest registered ones."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     if dataset_name not in DatasetCatalog.list():
-        known = [n for n in DatasetCatalog.list()]
-        close = difflib.get_close_matches(dataset_name, known, n=1)
-        raise D2SegError(f"dataset '{dataset_name}' is not registered", where="dataset",
-                         hint=f"did you mean '{close[0]}'?" if close else
-                         "register its manifest first (d2seg.data.manifest.register_all)")
+        close = difflib.get_close_matches(dataset_name, DatasetCatalog.list(), n=3)
+        raise D2SegError(f"dataset '{dataset_name}' is not registered", where=where,
+                         hint=(f"did you mean {', '.join(close)}? " if close else "")
+                         + "`d2seg data list` shows the registered datasets")
     return MetadataCatalog.get(dataset_name)
 
 
@@ -420,7 +420,7 @@ def num_classes(dataset_name: str) -> dict:
     """Class counts a config needs: ``thing`` (ROI_HEADS.NUM_CLASSES), ``stuff`` (stuff
     categories), ``sem_seg_head`` (SEM_SEG_HEAD.NUM_CLASSES, None when there is no semantic task).
     """
-    meta = _metadata(dataset_name)
+    meta = registered_metadata(dataset_name)
     form = meta.get("d2seg_form")
     things = len(meta.get("thing_classes", []) or [])
     stuff_classes = meta.get("stuff_classes", []) or []
@@ -448,7 +448,7 @@ def check_config_matches_dataset(cfg, dataset_names) -> None:
     counts = {n: num_classes(n) for n in names}
     first = names[0]
     for n in names[1:]:
-        if counts[n] != counts[first] or _metadata(n).get("thing_classes") != _metadata(first).get("thing_classes"):
+        if counts[n] != counts[first] or registered_metadata(n).get("thing_classes") != registered_metadata(first).get("thing_classes"):
             raise D2SegError(f"datasets '{first}' and '{n}' have different classes "
                              f"({counts[first]} vs {counts[n]})", where="DATASETS",
                              hint="train and test on datasets with the same categories")
@@ -456,7 +456,7 @@ def check_config_matches_dataset(cfg, dataset_names) -> None:
     arch = cfg.MODEL.META_ARCHITECTURE
     uses_roi = arch in ("GeneralizedRCNN", "PanopticFPN")
     uses_sem = arch in ("SemanticSegmentor", "PanopticFPN")
-    forms = {n: _metadata(n).get("d2seg_form") for n in names}
+    forms = {n: registered_metadata(n).get("d2seg_form") for n in names}
     if arch == "PanopticFPN":
         wrong = [n for n, f in forms.items() if f in ("panoptic", "instances", "sem_seg", "stuffonly")]
         if wrong:
@@ -484,13 +484,13 @@ def check_config_matches_dataset(cfg, dataset_names) -> None:
             raise D2SegError(f"is {cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES} but dataset '{first}' needs "
                              f"{need['sem_seg_head']}{extra}", where="MODEL.SEM_SEG_HEAD.NUM_CLASSES",
                              hint=f"set it to {need['sem_seg_head']}")
-        ignore = _metadata(first).get("ignore_label", 255)
+        ignore = registered_metadata(first).get("ignore_label", 255)
         if cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE != ignore:
             raise D2SegError(f"is {cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE} but dataset '{first}' "
                              f"ignores label {ignore}", where="MODEL.SEM_SEG_HEAD.IGNORE_VALUE",
                              hint=f"set it to {ignore}")
     if cfg.MODEL.MASK_ON and cfg.INPUT.MASK_FORMAT == "polygon":
-        rle = [n for n in names if _metadata(n).get("mask_format") == "bitmask"]
+        rle = [n for n in names if registered_metadata(n).get("mask_format") == "bitmask"]
         if rle:
             raise D2SegError(f"is 'polygon' but dataset '{rle[0]}' has RLE masks",
                              where="INPUT.MASK_FORMAT", hint="set it to 'bitmask'")

@@ -48,3 +48,19 @@ def sem_seg_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_value: int,
         return {"loss_sem_seg": logits.sum() * 0.0}
     loss = F.cross_entropy(logits, targets, reduction="mean", ignore_index=ignore_value)
     return {"loss_sem_seg": loss * loss_weight}
+
+
+class PixelHead(nn.Module):
+    """A head whose ``layers(features)`` give logits at ``self.stride``; this adds the
+    SemanticSegmentor contract (loss against targets in training, input-size logits otherwise).
+    Subclasses set ``stride``, ``ignore_value`` and ``loss_weight``."""
+
+    def layers(self, features):
+        raise NotImplementedError
+
+    def forward(self, features, targets=None):
+        logits = self.layers(features)
+        if self.training:
+            logits = upsample_logits(logits, self.stride, targets.shape[-2:])
+            return None, sem_seg_loss(logits, targets, self.ignore_value, self.loss_weight)
+        return upsample_logits(logits, self.stride), {}

@@ -19,11 +19,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from d2seg.errors import D2SegError
-from d2seg.modeling.semantic.common import make_norm, sem_seg_loss, upsample_logits
+from d2seg.modeling.semantic.common import PixelHead, make_norm
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class FCNHead(nn.Module):
+class FCNHead(PixelHead):
     """Convs on one feature map, a classifier, logits upsampled to the input size."""
 
     @configurable
@@ -81,10 +81,3 @@ class FCNHead(nn.Module):
     def layers(self, features):
         """Logits at the feature's stride."""
         return self.predictor(self.dropout(self.convs(features[self.in_feature])))
-
-    def forward(self, features, targets=None):
-        logits = self.layers(features)
-        if self.training:
-            logits = upsample_logits(logits, self.stride, targets.shape[-2:])
-            return None, sem_seg_loss(logits, targets, self.ignore_value, self.loss_weight)
-        return upsample_logits(logits, self.stride), {}

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from d2seg.errors import D2SegError
-from d2seg.modeling.semantic.common import make_norm, sem_seg_loss, upsample_logits
+from d2seg.modeling.semantic.common import PixelHead, make_norm
 
 
 def double_conv(in_channels: int, out_channels: int, norm: str) -> nn.Sequential:
@@ -119,7 +119,7 @@ class _UpBlock(nn.Module):
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class UNetHead(nn.Module):
+class UNetHead(PixelHead):
     """The expanding path with skip connections, over any backbone's multi-scale features."""
 
     @configurable
@@ -182,10 +182,3 @@ class UNetHead(nn.Module):
         for i in reversed(range(len(self.blocks))):
             x = self.blocks[i](x, features[self.in_features[i]])
         return self.predictor(x)
-
-    def forward(self, features, targets=None):
-        logits = self.layers(features)
-        if self.training:
-            logits = upsample_logits(logits, self.stride, targets.shape[-2:])
-            return None, sem_seg_loss(logits, targets, self.ignore_value, self.loss_weight)
-        return upsample_logits(logits, self.stride), {}
