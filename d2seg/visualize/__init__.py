@@ -1,10 +1,12 @@
-"""The fast OpenCV renderer: instances, panoptic and semantic maps, layouts, and whole folders.
+"""The fast OpenCV renderer: instances, panoptic and semantic maps, layouts, whole folders and
+registered datasets (``visualize_dataset``: ground truth beside a results JSON or a model).
 
 Import-light: OpenCV and pycocotools load with this package; torch and detectron2 are only
 touched when their objects are passed in.
 """
 
 from d2seg.visualize.colours import class_colors, instance_shade
+from d2seg.visualize.datasets import visualize_dataset
 from d2seg.visualize.files import visualize_coco, visualize_panoptic
 from d2seg.visualize.inputs import (
     InstanceSet, annotations_from_coco, instances_from_coco_results, instances_from_detectron2,
@@ -20,4 +22,5 @@ __all__ = [
     "instances_from_coco_results", "instances_from_detectron2", "panoptic_from_detectron2",
     "visualize_coco",
     "visualize_panoptic",
+    "visualize_dataset",
 ]

@@ -27,12 +27,18 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def read_image(path: Path) -> np.ndarray:
-    """A BGR uint8 image; a one-line error when it is missing or unreadable."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise D2SegError("image missing or unreadable", file=str(path),
-                         hint="check --images points at the folder holding the dataset's images")
-    return image
+    """A BGR uint8 image read as training reads it (``d2seg.data.images``); a one-line error
+    naming the file when it is missing or unreadable."""
+    from d2seg.data.images import UnreadableImageError
+    from d2seg.data.images import read_image as read
+
+    try:
+        return read(path, "BGR")
+    except UnreadableImageError as e:
+        if e.reason == "image file not found":
+            raise UnreadableImageError(e.reason, file=e.file, hint="check --images points at "
+                                       "the folder holding the dataset's images") from None
+        raise
 
 
 def write_png(image: np.ndarray, path: Path) -> Path:
@@ -53,12 +59,19 @@ def write_png(image: np.ndarray, path: Path) -> Path:
 
 def read_panoptic_png(path: Path) -> np.ndarray:
     """Segment ids of a COCO panoptic PNG: id = R + 256 G + 256^2 B."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise D2SegError("panoptic PNG missing or unreadable", file=str(path),
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():  # checked first: OpenCV/libpng would also print to stderr
+        raise D2SegError("panoptic PNG not found", file=str(path),
                          hint="check the panoptic folder (--panoptic-*-dir)")
-    bgr = bgr.astype(np.int64)
-    return bgr[:, :, 2] + 256 * bgr[:, :, 1] + 65536 * bgr[:, :, 0]
+    try:
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert("RGB"), dtype=np.int64)
+    except Exception as e:  # PIL raises many types for broken files
+        raise D2SegError(f"panoptic PNG unreadable ({e})", file=str(path),
+                         hint="re-export the PNG") from None
+    return rgb[:, :, 0] + 256 * rgb[:, :, 1] + 65536 * rgb[:, :, 2]
 
 
 def _resolve_image(images_dir: Path, file_name: str) -> Path:
