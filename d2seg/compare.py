@@ -61,6 +61,7 @@ class Comparison:
     methods: list[Method]
     images: int | None = None
     montage_images: int = 4
+    class_agnostic: bool = False  # instance data: score masks as one class ("object")
 
 
 def load_comparison(path) -> Comparison:
@@ -96,7 +97,7 @@ def load_comparison(path) -> Comparison:
             raise D2SegError(f"{m.name!r} takes the output of {source!r}, which is not a method "
                              "listed before it", file=str(path))
     return Comparison(str(spec["dataset"]), methods, spec.get("images"),
-                      int(spec.get("montage_images", 4)))
+                      int(spec.get("montage_images", 4)), bool(spec.get("class_agnostic", False)))
 
 
 # ------------------------------------------------------------------ the dataset side
@@ -151,6 +152,7 @@ class _Runner:
         self.data = data
         self.outputs: dict[str, list] = {}  # method name -> per-image labels or results
         self.times: dict[str, float] = {}  # method name -> seconds per image, sources included
+        self.class_agnostic = False
         self.rng_seed = 0
 
     def check(self, method: Method) -> None:
@@ -256,9 +258,9 @@ class _Runner:
         category = p.pop("category_id", None)
         if category is None:
             ids = sorted(self.data.meta.thing_dataset_id_to_contiguous_id)
-            if len(ids) != 1:
-                raise D2SegError("watershed finds objects, not classes: set 'category_id' on a "
-                                 "dataset with several classes", where=method.name)
+            if len(ids) != 1 and not self.class_agnostic:
+                raise D2SegError("watershed finds objects, not classes: set 'category_id', or "
+                                 "'class_agnostic: true' for the comparison", where=method.name)
             category = ids[0]
 
         def step(index, record, image):
@@ -282,14 +284,36 @@ def _score_semantic(data: _Data, labels: list[np.ndarray]) -> dict:
             "per_class_iou": dict(zip(classes, (100 * v for v in m["per_class_iou"])))}
 
 
-def _score_instances(data: _Data, results: list[list[dict]]) -> dict:
+def _one_class(gt_file: str):
+    """The ground truth with every category merged into one, id 1 ("object")."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    with open(gt_file) as f:
+        data = json.load(f)
+    data["categories"] = [{"id": 1, "name": "object"}]
+    for a in data["annotations"]:
+        a["category_id"] = 1
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def _score_instances(data: _Data, results: list[list[dict]], class_agnostic: bool) -> dict:
     from d2seg.evaluation.coco import evaluate_coco
 
     flat = [r for per_image in results for r in per_image]
     ids = [r["image_id"] for r in data.records]
     if not flat:
         return {"segm_AP": 0.0, "segm_AP50": 0.0}
-    stats = evaluate_coco(data.meta.json_file, flat, ("segm",), image_ids=ids)["segm"]["stats"]
+    gt = data.meta.json_file
+    if class_agnostic:
+        gt, flat = _one_class(gt), [{**r, "category_id": 1} for r in flat]
+    stats = evaluate_coco(gt, flat, ("segm",), image_ids=ids)["segm"]["stats"]
     return {"segm_AP": 100 * stats["AP"], "segm_AP50": 100 * stats["AP50"]}
 
 
@@ -371,6 +395,7 @@ def compare(comparison: Comparison, out_dir, progress: bool = True) -> list[dict
     out = Path(out_dir)
     data = _load_dataset(comparison.dataset, comparison.images)
     runner = _Runner(data)
+    runner.class_agnostic = comparison.class_agnostic
     for method in comparison.methods:  # refuse a misfit before spending minutes on the others
         runner.check(method)
     rows = []
@@ -382,7 +407,7 @@ def compare(comparison: Comparison, out_dir, progress: bool = True) -> list[dict
     for method in methods:
         outputs, seconds = runner.run(method)
         score = (_score_semantic(data, outputs) if data.task == "semantic"
-                 else _score_instances(data, outputs))
+                 else _score_instances(data, outputs, comparison.class_agnostic))
         saved = _save_outputs(data, method, outputs, out / "predictions" / method.slug)
         rows.append({"method": method.name, "kind": method.kind, **score,
                      "seconds_per_image": seconds, "predictions": saved})
@@ -400,7 +425,8 @@ def compare(comparison: Comparison, out_dir, progress: bool = True) -> list[dict
     cv2.imwrite(str(tmp), picture)
     os.replace(tmp, out / "montage.png")
 
-    summary = {"dataset": data.name, "task": data.task, "images": len(data.records), "rows": rows}
+    summary = {"dataset": data.name, "task": data.task, "images": len(data.records),
+               "class_agnostic": comparison.class_agnostic, "rows": rows}
     for name, text in (("compare.json", json.dumps(summary, indent=1)),
                        ("compare.md", f"# {data.name} ({len(data.records)} images)\n\n"
                                       + markdown_table(rows, data.task))):

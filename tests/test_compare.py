@@ -127,3 +127,42 @@ def test_bad_comparisons_end_in_one_line(tmp_path, capsys, text, message):
     assert main(["compare", str(spec), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+
+
+def test_class_agnostic_comparison_matches_pycocotools(tmp_path):
+    """Watershed finds objects, not classes: with class_agnostic every mask is scored as one
+    class, which pycocotools reproduces on a copy of the ground truth with merged categories."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    from detectron2.data import MetadataCatalog
+
+    spec = _write_spec(tmp_path / "spec.yaml", """
+dataset: demo_instances_val
+images: 3
+class_agnostic: true
+methods:
+  - name: watershed
+    watershed: {min_area: 20}
+  - name: GrabCut
+    grabcut: {iters: 2}
+    boxes: ground_truth
+""")
+    out = tmp_path / "out"
+    assert main(["compare", str(spec), "--out", str(out)]) == 0
+    summary = json.loads((out / "compare.json").read_text())
+    assert summary["class_agnostic"] is True
+    data = json.loads(Path(MetadataCatalog.get("demo_instances_val").json_file).read_text())
+    data["categories"] = [{"id": 1, "name": "object"}]
+    for a in data["annotations"]:
+        a["category_id"] = 1
+    (tmp_path / "merged.json").write_text(json.dumps(data))
+    gt = COCO(str(tmp_path / "merged.json"))
+    ids = sorted(gt.getImgIds())[:3]
+    for row in summary["rows"]:
+        results = [dict(r, category_id=1) for r in json.loads(Path(row["predictions"]).read_text())]
+        for r in results:
+            r.pop("bbox", None)
+        ev = COCOeval(gt, gt.loadRes(results), "segm")
+        ev.params.imgIds = ids
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+        assert row["segm_AP"] == pytest.approx(100 * ev.stats[0], abs=1e-9), row["method"]
