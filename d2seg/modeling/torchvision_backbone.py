@@ -186,15 +186,21 @@ def _check_input(input_shape: ShapeSpec) -> None:
                          where="MODEL.PIXEL_MEAN", hint="give 3 values in MODEL.PIXEL_MEAN/STD")
 
 
-@BACKBONE_REGISTRY.register()
-def build_torchvision_backbone(cfg, input_shape: ShapeSpec) -> TorchvisionBackbone:
-    """``MODEL.BACKBONE.NAME: build_torchvision_backbone``: the stages in MODEL.TORCHVISION."""
+def torchvision_trunk(cfg, input_shape: ShapeSpec, cls=None) -> TorchvisionBackbone:
+    """The MODEL.TORCHVISION stages as ``cls`` (a TorchvisionBackbone or subclass), checked."""
     _check_input(input_shape)
     tv = cfg.MODEL.TORCHVISION
     if tv.NORM == "FrozenBN" and not cfg.MODEL.WEIGHTS:
         logger.warning("MODEL.TORCHVISION.NORM is FrozenBN but MODEL.WEIGHTS is empty: nothing "
                        "will normalise activations when training from scratch; use GN or BN")
-    return TorchvisionBackbone(tv.ARCH, tv.OUT_FEATURES, tv.NORM, cfg.MODEL.BACKBONE.FREEZE_AT)
+    return (cls or TorchvisionBackbone)(tv.ARCH, tv.OUT_FEATURES, tv.NORM,
+                                        cfg.MODEL.BACKBONE.FREEZE_AT)
+
+
+@BACKBONE_REGISTRY.register()
+def build_torchvision_backbone(cfg, input_shape: ShapeSpec) -> TorchvisionBackbone:
+    """``MODEL.BACKBONE.NAME: build_torchvision_backbone``: the stages in MODEL.TORCHVISION."""
+    return torchvision_trunk(cfg, input_shape)
 
 
 def _fpn(cfg, bottom_up: TorchvisionBackbone, top_block) -> FPN:

@@ -14,15 +14,11 @@ crops, which ties training and test sizes to ``INPUT.CROP.SIZE``; padding frees 
 
 from __future__ import annotations
 
-import logging
-
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import ResNet
 
-from d2seg.modeling.torchvision_backbone import TorchvisionBackbone, _check_input
-
-logger = logging.getLogger(__name__)
+from d2seg.modeling.torchvision_backbone import TorchvisionBackbone, torchvision_trunk
 
 
 class _PaddedToStride:
@@ -44,12 +40,7 @@ class PaddedResNet(_PaddedToStride, ResNet):
 @BACKBONE_REGISTRY.register()
 def build_torchvision_semseg_backbone(cfg, input_shape: ShapeSpec) -> PaddedTorchvisionBackbone:
     """``MODEL.BACKBONE.NAME: build_torchvision_semseg_backbone``: the MODEL.TORCHVISION stages."""
-    _check_input(input_shape)
-    tv = cfg.MODEL.TORCHVISION
-    if tv.NORM == "FrozenBN" and not cfg.MODEL.WEIGHTS:
-        logger.warning("MODEL.TORCHVISION.NORM is FrozenBN but MODEL.WEIGHTS is empty: nothing "
-                       "will normalise activations when training from scratch; use GN or BN")
-    return PaddedTorchvisionBackbone(tv.ARCH, tv.OUT_FEATURES, tv.NORM, cfg.MODEL.BACKBONE.FREEZE_AT)
+    return torchvision_trunk(cfg, input_shape, PaddedTorchvisionBackbone)
 
 
 @BACKBONE_REGISTRY.register()
