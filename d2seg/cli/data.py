@@ -1,7 +1,8 @@
-"""``d2seg data check|stats|show|convert``: look at a dataset before training on it."""
+"""``d2seg data list|check|stats|show|convert``: look at a dataset before training on it."""
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -95,9 +96,11 @@ def run_list(args) -> int:
     """One line per dataset registered from a manifest: name, task, classes."""
     from detectron2.data import MetadataCatalog
 
-    from d2seg.data.manifest import register_all
+    from d2seg.data.manifest import BROKEN_MANIFESTS, register_all
 
     names = register_all()
+    for error in BROKEN_MANIFESTS.values():
+        print(f"not registered: {error.one_line()}", file=sys.stderr)
     if not names:
         print("no datasets registered: add a manifest to datasets/ or a folder in $D2SEG_DATASETS")
         return 0

@@ -287,12 +287,45 @@ def register_manifest(manifest: Manifest) -> list[str]:
     return register.register_manifest(manifest)
 
 
+# manifest file -> the error that kept it from being registered (see register_all)
+BROKEN_MANIFESTS: dict[str, D2SegError] = {}
+
+
 def register_all() -> list[str]:
-    """Register every manifest found; returns the registered dataset names."""
-    names = []
-    for manifest in all_manifests():
-        names += register_manifest(manifest)
+    """Register every manifest found; returns the registered dataset names.
+
+    A manifest that cannot be read or registered is set aside in BROKEN_MANIFESTS instead of
+    stopping every command (one bad file in datasets/ must not block work on other datasets);
+    asking for one of its datasets raises its error (d2seg.data.register.registered_metadata),
+    and ``d2seg data list`` shows it.
+    """
+    names, seen = [], {}
+    BROKEN_MANIFESTS.clear()  # this scan's findings only
+    for path in manifest_files():
+        try:
+            manifest = load_manifest(path)
+            if manifest.name in seen:
+                raise D2SegError(f"dataset name '{manifest.name}' is also declared by "
+                                 f"{seen[manifest.name]}", file=str(path), where="name",
+                                 hint="give each manifest its own name")
+            seen[manifest.name] = path
+            names += register_manifest(manifest)
+        except D2SegError as e:
+            BROKEN_MANIFESTS[str(path)] = e
     return names
+
+
+def broken_manifest_for(dataset_name: str) -> D2SegError | None:
+    """The error of the set-aside manifest that would have declared ``dataset_name``: the one
+    whose declared name (or file stem, when unreadable) begins the dataset name."""
+    for path, error in BROKEN_MANIFESTS.items():
+        try:
+            declared = _declared_name(Path(path)) or Path(path).stem
+        except D2SegError:
+            declared = Path(path).stem
+        if dataset_name == declared or dataset_name.startswith(declared + "_"):
+            return error
+    return None
 
 
 def num_classes(dataset_name: str) -> dict:

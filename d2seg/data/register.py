@@ -409,6 +409,11 @@ def registered_metadata(dataset_name: str, where: str = "dataset"):
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     if dataset_name not in DatasetCatalog.list():
+        from d2seg.data.manifest import broken_manifest_for
+
+        broken = broken_manifest_for(dataset_name)
+        if broken is not None:  # its manifest was set aside: that is the reason to give
+            raise broken
         close = difflib.get_close_matches(dataset_name, DatasetCatalog.list(), n=3)
         raise D2SegError(f"dataset '{dataset_name}' is not registered", where=where,
                          hint=(f"did you mean {', '.join(close)}? " if close else "")

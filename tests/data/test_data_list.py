@@ -3,6 +3,8 @@ misspelt dataset name elsewhere points at the nearest registered ones and at tha
 
 from __future__ import annotations
 
+import pytest
+
 from d2seg.cli.main import main
 
 
@@ -27,3 +29,37 @@ def test_unregistered_name_suggests_nearest(capsys):
     assert len(err) == 1
     assert "dataset 'demo_instances_vall' is not registered" in err[0]
     assert "did you mean demo_instances_val" in err[0] and "d2seg data list" in err[0]
+
+
+def test_a_broken_manifest_blocks_only_its_own_datasets(tmp_path, monkeypatch, capsys):
+    """One malformed manifest among the manifests: every other dataset still registers; asking
+    for the broken one's dataset gives that manifest's own error; data list shows it."""
+    import shutil
+
+    from d2seg.data import manifest as mf
+    from d2seg.data.register import registered_metadata
+    from d2seg.errors import D2SegError
+
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    (folder / "broken.yaml").write_text("name: broken\nkind: [coco_instances\n")
+    good = folder / "fine.yaml"
+    shutil.copy(mf.find_manifest("demo_instances").path, good)
+    text = good.read_text().replace("name: demo_instances", "name: fine")
+    demo_root = mf.find_manifest("demo_instances").path.parent
+    good.write_text(text.replace("demo/", f"{demo_root}/demo/").replace("generate: demo\n", ""))
+    monkeypatch.setenv("D2SEG_DATASETS", str(folder))
+
+    names = mf.register_all()
+    assert "fine_val" in names and "demo_instances_val" in names
+    assert str(folder / "broken.yaml") in mf.BROKEN_MANIFESTS
+    with pytest.raises(D2SegError) as info:
+        registered_metadata("broken_train")
+    assert info.value.file == str(folder / "broken.yaml") and "YAML" in info.value.reason
+    with pytest.raises(D2SegError, match="'other_train' is not registered"):
+        registered_metadata("other_train")
+
+    assert main(["data", "list"]) == 0
+    captured = capsys.readouterr()
+    assert f"not registered: {folder / 'broken.yaml'}" in captured.err
+    assert "fine_val" in captured.out
