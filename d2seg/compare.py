@@ -26,7 +26,6 @@ accuracy.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
@@ -318,17 +317,16 @@ def _score_instances(data: _Data, results: list[list[dict]], class_agnostic: boo
 
 
 def _save_outputs(data: _Data, method: Method, outputs: list, folder: Path) -> str:
-    from PIL import Image
+    import cv2
 
     from d2seg.data.check import write_json_atomic
+    from d2seg.panoptic.export import write_bytes_atomic
 
     folder.mkdir(parents=True, exist_ok=True)
     if data.task == "semantic":
         for record, labels in zip(data.records, outputs):
             name = Path(record.get("sem_seg_file_name") or record["file_name"]).stem + ".png"
-            tmp = folder / (name + ".tmp")
-            Image.fromarray(labels).save(tmp, format="PNG")
-            os.replace(tmp, folder / name)
+            write_bytes_atomic(folder / name, cv2.imencode(".png", labels)[1].tobytes())
         return str(folder)
     path = folder / "results.json"
     write_json_atomic([r for per_image in outputs for r in per_image], path)
@@ -351,28 +349,16 @@ def _draw(data: _Data, image: np.ndarray, output) -> np.ndarray:
 
 
 def _ground_truth_output(data: _Data, record: dict):
+    """The record's ground truth in the form a method's output has (labels or mask entries)."""
     if data.task == "semantic":
         return _read_labels(record["sem_seg_file_name"])
-    from pycocotools import mask as mask_util
-
-    from d2seg.classical import mask_to_result
+    from d2seg.visualize.inputs import segmentation_to_rle
 
     inverse = {v: k for k, v in data.meta.thing_dataset_id_to_contiguous_id.items()}
-    h, w = record["height"], record["width"]
-    out = []
-    for a in record.get("annotations", []):
-        seg = a["segmentation"]
-        if isinstance(seg, list):
-            rle = mask_util.merge(mask_util.frPyObjects(seg, h, w))
-        elif isinstance(seg.get("counts"), list):
-            rle = mask_util.frPyObjects(seg, h, w)
-        else:
-            rle = seg
-        entry = mask_to_result(mask_util.decode(rle), record["image_id"],
-                               inverse[a["category_id"]], 1.0)
-        entry.pop("score")
-        out.append(entry)
-    return out
+    return [{"segmentation": segmentation_to_rle(a["segmentation"], record["height"],
+                                                 record["width"], where=record["file_name"]),
+             "category_id": inverse[a["category_id"]]}
+            for a in record.get("annotations", [])]
 
 
 def markdown_table(rows: list[dict], task: str) -> str:
@@ -390,6 +376,7 @@ def compare(comparison: Comparison, out_dir, progress: bool = True) -> list[dict
     method's predictions (semantic PNGs or a COCO results JSON) under ``out_dir``."""
     import cv2
 
+    from d2seg.panoptic.export import write_bytes_atomic
     from d2seg.visualize.render import montage
 
     out = Path(out_dir)
@@ -421,16 +408,12 @@ def compare(comparison: Comparison, out_dir, progress: bool = True) -> list[dict
     out.mkdir(parents=True, exist_ok=True)
     picture = montage(grid, row_titles=titles,
                       col_titles=[Path(r["file_name"]).name for r in shown])
-    tmp = out / "montage.tmp.png"
-    cv2.imwrite(str(tmp), picture)
-    os.replace(tmp, out / "montage.png")
+    write_bytes_atomic(out / "montage.png", cv2.imencode(".png", picture)[1].tobytes())
 
     summary = {"dataset": data.name, "task": data.task, "images": len(data.records),
                "class_agnostic": comparison.class_agnostic, "rows": rows}
     for name, text in (("compare.json", json.dumps(summary, indent=1)),
                        ("compare.md", f"# {data.name} ({len(data.records)} images)\n\n"
                                       + markdown_table(rows, data.task))):
-        with open(out / (name + ".tmp"), "w") as f:
-            f.write(text)
-        os.replace(out / (name + ".tmp"), out / name)
+        write_bytes_atomic(out / name, text.encode())
     return rows

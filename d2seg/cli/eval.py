@@ -150,17 +150,12 @@ def _write_pq_report(results: dict, categories: list, out: str) -> None:
 
 
 def _run_model(args) -> int:
-    from d2seg.config import load_config
     from d2seg.engine import run as engine
     from d2seg.evaluation.panoptic_evaluator import PQ_JSON, PREDICTIONS_DIR, PREDICTIONS_JSON
 
     overrides = list(args.opts)
-    if args.dataset:
+    if args.dataset:  # (a config without DATASETS.TRAIN takes its classes from this one)
         overrides += ["DATASETS.TEST", f"('{args.dataset}',)"]
-        engine.register_datasets()
-        if not load_config(args.config_file, overrides).DATASETS.TRAIN:
-            # the class counts come from DATASETS.TRAIN: a config without one takes the test set's
-            overrides += ["DATASETS.TRAIN", f"('{args.dataset}',)"]
     cfg = engine.setup(args.config_file, overrides, output_dir=args.out)
     if not cfg.DATASETS.TEST:
         raise D2SegError("no dataset to evaluate on", where="DATASETS.TEST",

@@ -46,51 +46,53 @@ def _size_mismatch(dataset_dict: dict, image: np.ndarray) -> D2SegError:
 
 
 class D2SegDatasetMapper(DatasetMapper):
-    """detectron2 v0.6's ``DatasetMapper``, images read by ``d2seg.data.images.read_image``.
+    """detectron2 v0.6's ``DatasetMapper`` with images read by ``d2seg.data.images.read_image``.
 
-    Raises :class:`UnreadableImageError` for an image that cannot be read and ``D2SegError``
-    when the image's size contradicts the annotation file.
+    v0.6 decodes inside ``__call__`` with no hook for the reader, so ``__call__`` here reads the
+    files itself (:meth:`_read`) and hands the decoded arrays to detectron2's own pieces
+    (``AugInput``, the mapper's augmentations, ``transform_proposals``,
+    ``_transform_annotations``) in :meth:`_to_model_input`. Raises
+    :class:`UnreadableImageError` for an image or label PNG that cannot be read and
+    ``D2SegError`` when the image's size contradicts the annotation file.
     """
 
     def __call__(self, dataset_dict):
-        dataset_dict = copy.deepcopy(dataset_dict)  # it will be modified by code below
-        image = read_image(dataset_dict["file_name"], format=self.image_format)
+        record = copy.deepcopy(dataset_dict)  # the catalog's record stays as it was
+        image, labels = self._read(record)
+        return self._to_model_input(record, image, labels)
+
+    def _read(self, record: dict):
+        """The image (in the model's format) and, if the record has one, its label map."""
+        image = read_image(record["file_name"], format=self.image_format)
         try:
-            utils.check_image_size(dataset_dict, image)
+            utils.check_image_size(record, image)
         except utils.SizeMismatchError:
-            raise _size_mismatch(dataset_dict, image) from None
+            raise _size_mismatch(record, image) from None
+        label_file = record.pop("sem_seg_file_name", None)
+        if label_file is None:
+            return image, None
+        try:  # class ids: read as detectron2 does (convert("L")), never rescaled
+            return image, utils.read_image(label_file, "L").squeeze(2)
+        except Exception as e:  # PIL raises many types for broken files
+            raise UnreadableImageError(f"label PNG unreadable ({e or type(e).__name__})",
+                                       file=str(label_file)) from e
 
-        if "sem_seg_file_name" in dataset_dict:
-            label = dataset_dict.pop("sem_seg_file_name")
-            try:  # class ids: read as detectron2 does (convert("L")), never rescaled
-                sem_seg_gt = utils.read_image(label, "L").squeeze(2)
-            except Exception as e:  # PIL raises many types for broken files
-                raise UnreadableImageError(f"label PNG unreadable ({e or type(e).__name__})",
-                                           file=str(label)) from e
-        else:
-            sem_seg_gt = None
-
-        aug_input = T.AugInput(image, sem_seg=sem_seg_gt)
-        transforms = self.augmentations(aug_input)
-        image, sem_seg_gt = aug_input.image, aug_input.sem_seg
-
-        image_shape = image.shape[:2]  # h, w
-        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        if sem_seg_gt is not None:
-            dataset_dict["sem_seg"] = torch.as_tensor(sem_seg_gt.astype("long"))
-
+    def _to_model_input(self, record: dict, image: np.ndarray, labels) -> dict:
+        """Augment, then tensors (shared memory between loader processes), proposals, and in
+        training the annotations; evaluation drops them."""
+        augmented = T.AugInput(image, sem_seg=labels)
+        transforms = self.augmentations(augmented)
+        size = augmented.image.shape[:2]
+        record["image"] = torch.as_tensor(np.ascontiguousarray(augmented.image.transpose(2, 0, 1)))
+        if augmented.sem_seg is not None:
+            record["sem_seg"] = torch.as_tensor(augmented.sem_seg.astype("long"))
         if self.proposal_topk is not None:
-            utils.transform_proposals(dataset_dict, image_shape, transforms,
-                                      proposal_topk=self.proposal_topk)
-
+            utils.transform_proposals(record, size, transforms, proposal_topk=self.proposal_topk)
         if not self.is_train:
-            dataset_dict.pop("annotations", None)
-            dataset_dict.pop("sem_seg_file_name", None)
-            return dataset_dict
-
-        if "annotations" in dataset_dict:
-            self._transform_annotations(dataset_dict, transforms, image_shape)
-        return dataset_dict
+            record.pop("annotations", None)
+        elif "annotations" in record:
+            self._transform_annotations(record, transforms, size)
+        return record
 
 
 def _in_worker() -> bool:

@@ -143,12 +143,12 @@ def _frame_stem(frame: Frame) -> str:
 def _write_labels(path: Path, labels: np.ndarray) -> None:
     """A semantic label map as a PNG (uint8 up to 255 classes, else 16-bit), atomically."""
     labels = labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16)
+    from d2seg.panoptic.export import write_bytes_atomic
+
     ok, buffer = cv2.imencode(".png", labels)
     if not ok:
         raise D2SegError("could not encode the label PNG", file=str(path))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buffer.tobytes())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, buffer.tobytes())
 
 
 def _draw_output(image: np.ndarray, output: dict, score_thresh: float, class_names,
