@@ -15,7 +15,8 @@ setup: $(VENV)/.d2seg-installed
 $(VENV)/.d2seg-installed: pyproject.toml d2seg/compat/installer.py d2seg/compat/source_fixes.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test]'
+	# the fast PNG decoder (pywuffs) compiles where no wheel exists; without a compiler, go on without it
+	$(PY) -m pip install -q -e '.[test,fast]' || { echo "note: pywuffs did not install; panoptic PNGs will be decoded with OpenCV (PQ slower)"; $(PY) -m pip install -q -e '.[test]'; }
 	# panopticapi (reference PQ, used by detectron2's COCOPanopticEvaluator): its numpy<2 pin is metadata only
 	$(PY) -m pip install -q --no-deps panopticapi-lite==0.2.0
 	# torchvision's ImageNet MobileNetV2 checkpoint, offline; its torch==1.6 pin is metadata only

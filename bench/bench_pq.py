@@ -4,7 +4,9 @@ Generates a few hundred 640x480 COCO panoptic ground truth images (stuff regions
 crowd, VOID) and predictions (segments dropped, shifted, relabelled, spurious) in a temp dir,
 then times both implementations on the same files in one run and checks the numbers are equal.
 
-    python bench/bench_pq.py [--images 300] [--repeat 3]
+    python bench/bench_pq.py [--images 300] [--repeat 3] [--decoder opencv] [--writer pillow]
+
+``--decoder opencv`` measures d2seg without the optional Wuffs decoder (``d2seg[fast]``).
 """
 
 from __future__ import annotations
@@ -74,14 +76,23 @@ def _finish(ids, segs):
     return ids, info
 
 
-def generate(root: Path, n: int, seed: int = 0):
+def write_with_pillow(path: Path, ids: np.ndarray) -> None:
+    """As panopticapi and COCO's ground truth do (Pillow's PNG encoder, other row filters)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+    Image.fromarray(rgb).save(path)
+
+
+def generate(root: Path, n: int, seed: int = 0, write=write_panoptic_png):
     g = np.random.default_rng(seed)
     cats = [{"id": c, "name": f"thing{c}", "isthing": 1} for c in THINGS] + \
            [{"id": c, "name": f"stuff{c}", "isthing": 0} for c in STUFF]
     anns = {"gt": [], "pred": []}
     for i in range(n):
         for name, (ids, info) in zip(("gt", "pred"), make_pair(g)):
-            write_panoptic_png(root / name / f"{i:06d}.png", ids)
+            write(root / name / f"{i:06d}.png", ids)
             anns[name].append({"image_id": i, "file_name": f"{i:06d}.png", "segments_info": info})
     images = [{"id": i, "file_name": f"{i:06d}.jpg", "height": 480, "width": 640} for i in range(n)]
     for name in ("gt", "pred"):
@@ -93,14 +104,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--decoder", choices=["auto", "opencv"], default="auto",
+                        help="opencv: leave Wuffs out even where pywuffs is installed")
+    parser.add_argument("--writer", choices=["d2seg", "pillow"], default="d2seg",
+                        help="who encodes the PNGs: d2seg's exporter (OpenCV) or Pillow")
     args = parser.parse_args()
+    from d2seg.panoptic import png
+
+    if args.decoder == "opencv":
+        png._decoder = None  # before the pool forks: the workers inherit it
+    print(f"d2seg decodes panoptic PNGs with {png.decoder_name()}")
     from panopticapi.evaluation import pq_compute
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t = time.perf_counter()
-        generate(root, args.images)
-        print(f"generated {args.images} pairs of 640x480 PNGs in {time.perf_counter() - t:.1f}s")
+        generate(root, args.images,
+                 write=write_with_pillow if args.writer == "pillow" else write_panoptic_png)
+        print(f"generated {args.images} pairs of 640x480 PNGs ({args.writer}'s encoder) in "
+              f"{time.perf_counter() - t:.1f}s")
         files = (root / "gt.json", root / "gt", root / "pred.json", root / "pred")
         ref_times, our_times = [], []
         for _ in range(args.repeat):

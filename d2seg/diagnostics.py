@@ -56,6 +56,13 @@ def device() -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
+def png_decoder() -> str:
+    """Which decoder reads panoptic PNGs (Wuffs from the optional pywuffs, or OpenCV)."""
+    from d2seg.panoptic.png import decoder_name
+
+    return decoder_name()
+
+
 def detectron2_ops() -> str:
     """Which implementation serves ``detectron2._C``: compiled C++/CUDA, or d2seg's PyTorch."""
     try:

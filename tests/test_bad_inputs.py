@@ -420,6 +420,17 @@ def panoptic_prediction_missing_png(t, m):
 
 
 @case
+def panoptic_prediction_truncated_png(t, m):
+    gt = panoptic_dataset(t / "gt")
+    pred = panoptic_dataset(t / "pred")
+    png = t / "pred" / "panoptic" / "0.png"
+    png.write_bytes(png.read_bytes()[:60])
+    return Case(["panoptic", "pq", "--gt-json", str(gt), "--gt-dir", str(t / "gt" / "panoptic"),
+                 "--pred-json", str(pred), "--pred-dir", str(t / "pred" / "panoptic"),
+                 "--workers", "1", "--quiet"], str(png), r"panoptic PNG unreadable")
+
+
+@case
 def panoptic_prediction_undeclared_segment(t, m):
     gt = panoptic_dataset(t / "gt")
     pred = panoptic_dataset(t / "pred", undeclared=True)

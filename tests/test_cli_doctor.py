@@ -21,6 +21,11 @@ def test_doctor_reports_pytorch_ops_and_a_passing_self_check():
     assert importlib.metadata.version("torch") in out
     assert importlib.metadata.version("detectron2") in out
     assert "PyTorch (d2seg.compat" in out
+    try:  # the panoptic PNG decoder line names what is really installed
+        expected = f"Wuffs (pywuffs {importlib.metadata.version('pywuffs')})"
+    except importlib.metadata.PackageNotFoundError:
+        expected = "OpenCV (pip install 'd2seg[fast]'"
+    assert f"panoptic PNGs   {expected}" in out
     for stage in ("imports", "operators", "Mask R-CNN"):
         assert f"self-check ok   {stage}" in out
     assert "Traceback" not in proc.stderr

@@ -13,7 +13,7 @@ def run(args) -> int:
     from d2seg import diagnostics
 
     found = diagnostics.versions()
-    width = max(map(len, [*found, "detectron2 ops"])) + 2
+    width = max(map(len, [*found, "detectron2 ops", "panoptic PNGs"])) + 2
     for name, version in found.items():
         print(f"{name:<{width}}{version}")
     missing = [n for n, v in found.items() if v == "missing"]
@@ -23,6 +23,7 @@ def run(args) -> int:
     print(f"{'device':<{width}}{diagnostics.device()}")
     ops = diagnostics.detectron2_ops()
     print(f"{'detectron2 ops':<{width}}{ops}")
+    print(f"{'panoptic PNGs':<{width}}{diagnostics.png_decoder()}")
     if "detectron2" in missing or ops.startswith("missing"):
         print("error: detectron2 is not usable; run `d2seg setup` to install it (no compiler needed)")
         return 1

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from d2seg.errors import D2SegError
+from d2seg.panoptic.png import read_panoptic_png
 
 DERIVATION_VERSION = 1
 
@@ -105,20 +106,10 @@ def cache_key(panoptic_json, panoptic_root, things: tuple[str, ...] | None = Non
     return digest.hexdigest()
 
 
-def read_segment_ids(png: Path) -> np.ndarray:
-    """Segment id per pixel of a COCO panoptic PNG: R + 256 G + 256^2 B."""
-    rgb = np.asarray(Image.open(png).convert("RGB"), dtype=np.uint32)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
-
-
 def _segment_ids_checked(png: Path, ann: dict, size) -> np.ndarray:
     """The PNG's segment ids, refusing a PNG that does not fit its image or its JSON entry
     (training would otherwise fail at iteration N, or learn undeclared segments as void)."""
-    try:
-        ids = read_segment_ids(png)
-    except Exception as e:  # PIL raises many types for broken files
-        raise D2SegError(f"panoptic PNG unreadable ({e})", file=str(png),
-                         hint="re-export the PNG") from None
+    ids = read_panoptic_png(png)
     if size is not None and ids.shape != tuple(size):
         raise D2SegError(f"PNG is {ids.shape[1]}x{ids.shape[0]} but image_id "
                          f"{ann.get('image_id')} is {size[1]}x{size[0]}", file=str(png),

@@ -8,10 +8,10 @@ crowd region of its category is not a false positive. Ground truth areas come fr
 predicted areas from the PNG, as in the reference.
 
 Per image the work is one table of pixel counts per (ground truth, prediction) pair: each PNG
-decoded by OpenCV, its ids mapped to compact table indices by one gather from a 2^24-entry
-lookup table, then one ``np.bincount``; buffers are reused from image to image, and images run
-in a process pool. IoUs are
-summed in the reference's order so the numbers are bit-identical, not just close.
+decoded (by Wuffs where installed, see :mod:`d2seg.panoptic.png`), its ids mapped to compact
+table indices by one gather from a 2^24-entry lookup table, then one ``np.bincount``; buffers
+are reused from image to image, and images run in a process pool. IoUs are summed in the
+reference's order so the numbers are bit-identical, not just close.
 """
 
 from __future__ import annotations
@@ -26,41 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from d2seg.errors import D2SegError
+from d2seg.panoptic.png import ids_of_rgba, read_panoptic_png, read_rgba
 
 MATCH_IOU = 0.5
-
-
-def _imread(path) -> np.ndarray:
-    import cv2
-
-    if not os.path.isfile(path):  # before OpenCV, which would also print a warning
-        raise D2SegError("panoptic PNG not found", file=str(path),
-                         hint="check the PNG folder and the JSON's file_name")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise D2SegError("cannot read the panoptic PNG", file=str(path),
-                         hint="check that the file exists and is a PNG")
-    return bgr
-
-
-def _ids_into(bgr: np.ndarray, rgba: np.ndarray | None) -> np.ndarray:
-    """Segment ids of a decoded BGR image as a flat uint32 array (a view of ``rgba``).
-
-    BGR -> RGBA is one SIMD pass; the bytes R, G, B, A of a pixel read as one little-endian
-    uint32 are id + 2^24 A, so masking A off leaves id = R + 256 G + 256^2 B.
-    """
-    import cv2
-
-    rgba = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA, dst=rgba)
-    ids = rgba.view("<u4").reshape(-1)
-    np.bitwise_and(ids, 0xFFFFFF, out=ids)
-    return ids
-
-
-def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
-    """Segment ids (uint32, id = R + 256 G + 256^2 B) of a COCO panoptic PNG."""
-    bgr = _imread(path)
-    return _ids_into(bgr, None).reshape(bgr.shape[:2]).astype(np.uint32, copy=False)
 
 
 # Per process, reused from image to image: a fresh array per image costs page faults that
@@ -89,20 +57,23 @@ def _table_indices(png_path, known: np.ndarray, values: np.ndarray, slot: int):
     A 2^24-entry table (zero pages until touched, kept per process) makes this one gather.
     """
     global _LOOKUP
-    bgr = _imread(png_path)
-    ids = _ids_into(bgr, _buffer(("rgba", slot), bgr.shape[:2] + (4,), np.uint8))
+    rgba = read_rgba(png_path, out=_BUFFERS.get(("rgba", slot)))
+    _BUFFERS[("rgba", slot)] = rgba
+    shape = rgba.shape[:2]
+    ids = ids_of_rgba(rgba)
     if _LOOKUP is None:
         _LOOKUP = np.zeros(1 << 24, dtype=np.int32)
     valid = (known >= 0) & (known < 1 << 24)  # other ids cannot be in a PNG
     known, values = known[valid], values[valid]
     _LOOKUP[known] = values
     try:
-        # ids < 2^24, so "clip" never clips; unlike "raise" it writes to ``out`` unbuffered
+        # ids < 2^24, so "wrap" never wraps; unlike "raise" it writes to ``out`` unbuffered,
+        # and it is the cheapest of the three modes
         out = np.take(_LOOKUP, ids.view("<i4"), out=_buffer(("index", slot), ids.shape, np.int32),
-                      mode="clip")
+                      mode="wrap")
     finally:
         _LOOKUP[known] = 0
-    return out, bgr.shape[:2]
+    return out, shape
 
 
 def image_stats(gt_ann: dict, pred_ann: dict, gt_folder: str, pred_folder: str,

@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from d2seg.errors import D2SegError
+from d2seg.panoptic.png import read_panoptic_png
 from d2seg.visualize.colours import class_colors
 from d2seg.visualize.inputs import (
     _load_json, annotations_to_instances, group_by_image, load_coco, load_results,
@@ -55,23 +56,6 @@ def write_png(image: np.ndarray, path: Path) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def read_panoptic_png(path: Path) -> np.ndarray:
-    """Segment ids of a COCO panoptic PNG: id = R + 256 G + 256^2 B."""
-    from PIL import Image
-
-    path = Path(path)
-    if not path.is_file():  # checked first: OpenCV/libpng would also print to stderr
-        raise D2SegError("panoptic PNG not found", file=str(path),
-                         hint="check the panoptic folder (--panoptic-*-dir)")
-    try:
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"), dtype=np.int64)
-    except Exception as e:  # PIL raises many types for broken files
-        raise D2SegError(f"panoptic PNG unreadable ({e})", file=str(path),
-                         hint="re-export the PNG") from None
-    return rgb[:, :, 0] + 256 * rgb[:, :, 1] + 65536 * rgb[:, :, 2]
 
 
 def _resolve_image(images_dir: Path, file_name: str) -> Path:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from d2seg.evaluation.panoptic_quality import read_panoptic_png
+from d2seg.panoptic import png
+from d2seg.panoptic.png import read_panoptic_png
 from d2seg.panoptic.export import write_panoptic_png
 
 
@@ -143,3 +144,13 @@ def panoptic_helpers():
     for f in (write_dataset, load_dataset, reference_pq, synthetic_panoptic, perturb):
         setattr(H, f.__name__, staticmethod(f))
     return H
+
+
+@pytest.fixture(params=["wuffs", "opencv"])
+def decoder(request, monkeypatch):
+    """Run the test once with Wuffs (when installed) and once on the OpenCV fallback."""
+    if request.param == "wuffs" and png.wuffs_decoder() is None:
+        pytest.skip("pywuffs is not installed (pip install 'd2seg[fast]')")
+    if request.param == "opencv":
+        monkeypatch.setattr(png, "_decoder", None)
+    return request.param

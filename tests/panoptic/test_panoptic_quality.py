@@ -47,7 +47,7 @@ def test_sample_with_perturbed_predictions(shared_data, panoptic_helpers, tmp_pa
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_synthetic_with_crowd_void_and_perturbations(panoptic_helpers, tmp_path, seed):
+def test_synthetic_with_crowd_void_and_perturbations(panoptic_helpers, tmp_path, seed, decoder):
     h = panoptic_helpers
     images, categories = h.synthetic_panoptic(seed, n_images=5)
     gt_json, gt_dir = h.write_dataset(tmp_path, "gt", images, categories)
