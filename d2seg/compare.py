@@ -317,19 +317,16 @@ def _score_instances(data: _Data, results: list[list[dict]], class_agnostic: boo
 
 
 def _save_outputs(data: _Data, method: Method, outputs: list, folder: Path) -> str:
-    import cv2
-
-    from d2seg.data.check import write_json_atomic
-    from d2seg.panoptic.export import write_bytes_atomic
+    from d2seg.files import write_json_atomic, write_png_atomic
 
     folder.mkdir(parents=True, exist_ok=True)
     if data.task == "semantic":
         for record, labels in zip(data.records, outputs):
             name = Path(record.get("sem_seg_file_name") or record["file_name"]).stem + ".png"
-            write_bytes_atomic(folder / name, cv2.imencode(".png", labels)[1].tobytes())
+            write_png_atomic(folder / name, labels)
         return str(folder)
     path = folder / "results.json"
-    write_json_atomic([r for per_image in outputs for r in per_image], path)
+    write_json_atomic(path, [r for per_image in outputs for r in per_image])
     return str(path)
 
 
@@ -374,9 +371,7 @@ def markdown_table(rows: list[dict], task: str) -> str:
 def compare(comparison: Comparison, out_dir, progress: bool = True) -> list[dict]:
     """Run every method, score it, and write compare.md, compare.json, montage.png and each
     method's predictions (semantic PNGs or a COCO results JSON) under ``out_dir``."""
-    import cv2
-
-    from d2seg.panoptic.export import write_bytes_atomic
+    from d2seg.files import write_png_atomic, write_text_atomic
     from d2seg.visualize.render import montage
 
     out = Path(out_dir)
@@ -408,12 +403,12 @@ def compare(comparison: Comparison, out_dir, progress: bool = True) -> list[dict
     out.mkdir(parents=True, exist_ok=True)
     picture = montage(grid, row_titles=titles,
                       col_titles=[Path(r["file_name"]).name for r in shown])
-    write_bytes_atomic(out / "montage.png", cv2.imencode(".png", picture)[1].tobytes())
+    write_png_atomic(out / "montage.png", picture)
 
     summary = {"dataset": data.name, "task": data.task, "images": len(data.records),
                "class_agnostic": comparison.class_agnostic, "rows": rows}
     for name, text in (("compare.json", json.dumps(summary, indent=1)),
                        ("compare.md", f"# {data.name} ({len(data.records)} images)\n\n"
                                       + markdown_table(rows, data.task))):
-        write_bytes_atomic(out / name, text.encode())
+        write_text_atomic(out / name, text)
     return rows

@@ -76,7 +76,7 @@ def _check_positive(name: str, value, minimum=0) -> None:
 
 def run_grabcut(args) -> int:
     from d2seg.classical import grabcut_coco
-    from d2seg.data.check import write_json_atomic
+    from d2seg.files import write_json_atomic
 
     _check_positive("--iters", args.iters)
     _check_positive("--margin", args.margin, -1e-12)
@@ -84,21 +84,21 @@ def run_grabcut(args) -> int:
                            margin=args.margin, score_thresh=args.score_thresh,
                            largest_component=not args.all_components,
                            fill_holes=not args.keep_holes)
-    write_json_atomic(results, args.out)
+    write_json_atomic(args.out, results)
     print(f"wrote {len(results)} masks to {args.out}")
     return 0
 
 
 def run_watershed(args) -> int:
     from d2seg.classical import watershed_folder
-    from d2seg.data.check import write_json_atomic
+    from d2seg.files import write_json_atomic
 
     _check_positive("--h", args.h)
     results = watershed_folder(args.images, coco=args.coco, masks_dir=args.masks,
                                category_id=args.category_id, polarity=args.polarity,
                                sigma=args.sigma, background_radius=args.background_radius,
                                h=args.h, min_area=args.min_area, compactness=args.compactness)
-    write_json_atomic(results, args.out)
+    write_json_atomic(args.out, results)
     print(f"wrote {len(results)} instances to {args.out}")
     return 0
 

@@ -139,12 +139,12 @@ def _categories(gt_json: str) -> list:
 
 def _write_pq_report(results: dict, categories: list, out: str) -> None:
     from d2seg.evaluation.panoptic_quality import format_markdown
-    from d2seg.panoptic.export import write_bytes_atomic
+    from d2seg.files import write_json_atomic, write_text_atomic
 
     markdown = format_markdown(results, categories)
     out_dir = Path(out)
-    write_bytes_atomic(out_dir / "pq.json", json.dumps(results, indent=1).encode())
-    write_bytes_atomic(out_dir / "pq.md", markdown.encode())
+    write_json_atomic(out_dir / "pq.json", results, indent=1)
+    write_text_atomic(out_dir / "pq.md", markdown)
     print(markdown, end="")
     print(f"written: pq.json, pq.md in {out}")
 

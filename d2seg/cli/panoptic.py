@@ -59,7 +59,7 @@ def run_pq(args) -> int:
         format_table,
         pq_compute_folders,
     )
-    from d2seg.panoptic.export import write_bytes_atomic, write_json
+    from d2seg.files import write_json_atomic, write_text_atomic
 
     results = pq_compute_folders(args.gt_json, args.gt_dir, args.pred_json, args.pred_dir,
                                  workers=args.workers, progress=False if args.quiet else None)
@@ -67,7 +67,7 @@ def run_pq(args) -> int:
     print(format_table(results, categories))
     if args.out:
         out = Path(args.out)
-        write_json(out / "pq.json", results)
-        write_bytes_atomic(out / "pq.md", format_markdown(results, categories).encode())
+        write_json_atomic(out / "pq.json", results)
+        write_text_atomic(out / "pq.md", format_markdown(results, categories))
         print(f"wrote {out / 'pq.json'} and {out / 'pq.md'}")
     return 0

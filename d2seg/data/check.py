@@ -12,7 +12,6 @@ import copy
 import json
 import os
 import sys
-import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from d2seg.errors import D2SegError
+from d2seg.files import write_json_atomic
 
 ERROR, WARNING = "error", "warning"
 
@@ -747,21 +747,6 @@ def fix_data(data: dict, result: CheckResult, image_root: Path,
     return out, changes
 
 
-def write_json_atomic(obj, path: str | os.PathLike) -> Path:
-    """Write JSON to a temporary file beside ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def fix_coco(json_path: str | os.PathLike, out_path: str | os.PathLike,
              image_root: str | os.PathLike, *, panoptic_root: str | os.PathLike | None = None,
              tolerance: float = 1.0, decode: bool = True, progress: bool | None = None
@@ -779,11 +764,11 @@ def fix_coco(json_path: str | os.PathLike, out_path: str | os.PathLike,
                         tolerance=tolerance, progress=progress)
     data = load_coco_json(json_path)
     fixed, changes = fix_data(data, result, Path(image_root), pan, tolerance)
-    write_json_atomic(fixed, out_path)
+    write_json_atomic(out_path, fixed)
     report_path = out_path.with_name(out_path.stem + ".report.json")
-    write_json_atomic({"input": str(json_path), "output": str(out_path),
-                       "problems_before": result.to_dict()["by_kind"],
-                       "changes": [asdict(c) for c in changes]}, report_path)
+    write_json_atomic(report_path, {"input": str(json_path), "output": str(out_path),
+                                    "problems_before": result.to_dict()["by_kind"],
+                                    "changes": [asdict(c) for c in changes]})
     return out_path, report_path, changes
 
 

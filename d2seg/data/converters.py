@@ -31,7 +31,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from d2seg.data.check import IMAGE_SUFFIXES, write_json_atomic
+from d2seg.data.check import IMAGE_SUFFIXES
+from d2seg.files import write_json_atomic
 from d2seg.errors import D2SegError
 
 
@@ -112,7 +113,7 @@ def labelme_to_coco(src_dir: str | os.PathLike, out_json: str | os.PathLike, *,
                                 "segmentation": seg, "area": float(mask_utils.area(rle)),
                                 "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]})
     coco = {"images": images, "annotations": annotations, "categories": _categories(labels)}
-    write_json_atomic(coco, out_json)
+    write_json_atomic(out_json, coco)
     return {"images": len(images), "annotations": len(annotations),
             "categories": len(labels), "skipped_shapes": dict(skipped)}
 
@@ -169,7 +170,7 @@ def instance_masks_to_coco(mask_dir, out_json, *, image_dir, classes: list[str],
             annotations.append(_rle_annotation(labels == value, len(annotations) + 1,
                                                entry["id"], cls))
     coco = {"images": images, "annotations": annotations, "categories": _categories(classes)}
-    write_json_atomic(coco, out_json)
+    write_json_atomic(out_json, coco)
     return {"images": len(images), "annotations": len(annotations), "categories": len(classes)}
 
 
@@ -189,5 +190,5 @@ def semantic_masks_to_coco(mask_dir, out_json, *, image_dir, classes: list[str],
             annotations.append(_rle_annotation(labels == value, len(annotations) + 1,
                                                entry["id"], int(value) + 1))
     coco = {"images": images, "annotations": annotations, "categories": _categories(classes)}
-    write_json_atomic(coco, out_json)
+    write_json_atomic(out_json, coco)
     return {"images": len(images), "annotations": len(annotations), "categories": len(classes)}

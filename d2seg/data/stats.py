@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from d2seg.data.check import is_panoptic, load_coco_json, write_json_atomic
+from d2seg.data.check import is_panoptic, load_coco_json
+from d2seg.files import save_figure_atomic, write_json_atomic
 
 SMALL, MEDIUM = 32 ** 2, 96 ** 2  # COCO's area ranges
 
@@ -103,18 +104,12 @@ def plot_stats(stats: dict, png_path: str | os.PathLike) -> Path:
     ax2.set_title(f"object size: {s['small']} small, {s['medium']} medium, {s['large']} large")
     ax2.set_xlabel("sqrt(area) in pixels")
     fig.tight_layout()
-    png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, png_path)
-    return png_path
+    return save_figure_atomic(fig, png_path, dpi=100)
 
 
 def write_stats(stats: dict, out_dir: str | os.PathLike, stem: str = "stats") -> tuple[Path, Path]:
     """Write ``<stem>.json`` (without the raw area list) and ``<stem>.png`` into ``out_dir``."""
     out_dir = Path(out_dir)
     summary = {k: v for k, v in stats.items() if k != "areas"}
-    return (write_json_atomic(summary, out_dir / f"{stem}.json"),
+    return (write_json_atomic(out_dir / f"{stem}.json", summary),
             plot_stats(stats, out_dir / f"{stem}.png"))

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import random
-import secrets
 import signal
 import threading
 
@@ -35,13 +34,13 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 
 from d2seg.errors import D2SegError
+from d2seg.files import atomic_output, is_leftover_temporary
 from d2seg.modeling.checkpoint import D2SegCheckpointer
 
 logger = logging.getLogger(__name__)
 
 RECORD_FILE = "checkpoints.json"
 TAG_FILE = "last_checkpoint"  # detectron2's name: plain detectron2 can resume from our folders
-_TEMP_SUFFIX = ".d2seg-tmp"
 
 
 # -- random-number states --------------------------------------------------------------------
@@ -98,29 +97,21 @@ def preserved_rng_states():
 # -- atomic files ----------------------------------------------------------------------------
 
 def write_atomically(path: str, write) -> None:
-    """Call ``write(binary_file)`` on a temporary file beside ``path``, fsync it, rename it to
-    ``path``: readers see the old file or the complete new one, never a part. On failure the
-    temporary file is removed and ``path`` is untouched; a full disk is a D2SegError."""
-    folder, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{base}.{secrets.token_hex(4)}{_TEMP_SUFFIX}")
+    """Call ``write(binary_file)`` for the new content of ``path``, durably and atomically
+    (:func:`d2seg.files.atomic_output`): readers see the old file or the complete new one,
+    never a part; a full disk is a D2SegError naming the file."""
     sink = None
     try:
-        with open(tmp, "xb") as f:  # "x": never another writer's file; mode follows the umask
+        with atomic_output(path, durable=True) as f:
             sink = _Sink(f)
             write(sink)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         # torch.save turns a failed write into an opaque RuntimeError; report the OSError
         cause = e if isinstance(e, OSError) else getattr(sink, "error", None)
         if cause is not None:
             raise D2SegError(f"cannot write checkpoint ({cause.strerror or cause})", file=path,
                              hint="check free disk space and permissions of OUTPUT_DIR") from e
         raise
-    _fsync_folder(folder)
 
 
 class _Sink:
@@ -138,20 +129,6 @@ class _Sink:
 
     def flush(self) -> None:
         self._file.flush()
-
-
-def _fsync_folder(folder: str) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _sha256(path: str) -> str:
@@ -362,7 +339,7 @@ class SafeCheckpointer(D2SegCheckpointer):
         if not comm.is_main_process() or not os.path.isdir(self.save_dir):
             return
         for name in os.listdir(self.save_dir):
-            if name.startswith(".") and name.endswith(_TEMP_SUFFIX):
+            if is_leftover_temporary(name):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(self.save_dir, name))
 

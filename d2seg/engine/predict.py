@@ -142,13 +142,9 @@ def _frame_stem(frame: Frame) -> str:
 
 def _write_labels(path: Path, labels: np.ndarray) -> None:
     """A semantic label map as a PNG (uint8 up to 255 classes, else 16-bit), atomically."""
-    labels = labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16)
-    from d2seg.panoptic.export import write_bytes_atomic
+    from d2seg.files import write_png_atomic
 
-    ok, buffer = cv2.imencode(".png", labels)
-    if not ok:
-        raise D2SegError("could not encode the label PNG", file=str(path))
-    write_bytes_atomic(path, buffer.tobytes())
+    write_png_atomic(path, labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16))
 
 
 def _draw_output(image: np.ndarray, output: dict, score_thresh: float, class_names,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -14,6 +13,7 @@ from d2seg.config import load_config
 from d2seg.engine.launch import init_from_env
 from d2seg.engine.trainer import Trainer, prepare_config
 from d2seg.errors import D2SegError
+from d2seg.files import write_json_atomic, write_text_atomic
 from d2seg.modeling.checkpoint import D2SegCheckpointer
 
 
@@ -37,10 +37,7 @@ def setup(config_file=None, overrides=(), output_dir=None, seed=None):
     init_from_env(cfg.MODEL.DEVICE)  # under torchrun: join the job (no-op otherwise)
     if comm.is_main_process():  # only rank 0 writes: the other ranks may be on other machines
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
-        with open(path + ".tmp", "w") as f:
-            f.write(cfg.dump())
-        os.replace(path + ".tmp", path)
+        write_text_atomic(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
     _setup_logging(cfg)
     if comm.get_world_size() > 1:
         import torch.distributed as dist
@@ -143,11 +140,8 @@ def _report_skipped(cfg, loader) -> None:
     logging.getLogger("d2seg").warning(loader.skip_log.summary())
     rank = comm.get_rank()
     name = "skipped_images.json" if rank == 0 else f"skipped_images_rank{rank}.json"
-    path = os.path.join(cfg.OUTPUT_DIR, name)
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump([{"file": k, "reason": v} for k, v in skipped.items()], f, indent=1)
-    os.replace(path + ".tmp", path)
+    write_json_atomic(os.path.join(cfg.OUTPUT_DIR, name),
+                      [{"file": k, "reason": v} for k, v in skipped.items()], indent=1)
 
 
 def evaluate(cfg, weights: str | None = None) -> dict:
@@ -163,8 +157,5 @@ def _write_results(cfg, results: dict) -> None:
     if not comm.is_main_process() or not results:
         return
     path = os.path.join(cfg.OUTPUT_DIR, "eval_results.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=1, default=float)
-    os.replace(tmp, path)
+    write_json_atomic(path, results, indent=1, default=float)
     logging.getLogger("d2seg").info("evaluation results written to %s", path)

@@ -17,6 +17,7 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
 from d2seg.errors import D2SegError
+from d2seg.files import write_json_atomic, write_text_atomic
 
 STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 
@@ -180,8 +181,10 @@ def write_report(report: dict, out_dir, gt=None, results=None, plots: bool = Tru
 
     os.makedirs(out_dir, exist_ok=True)
     public = {t: {k: v for k, v in r.items() if not k.startswith("_")} for t, r in report.items()}
-    written = {"json": _atomic_text(os.path.join(out_dir, "metrics.json"), json.dumps(public, indent=1)),
-               "markdown": _atomic_text(os.path.join(out_dir, "metrics.md"), markdown_table(report))}
+    written = {"json": str(write_json_atomic(os.path.join(out_dir, "metrics.json"), public,
+                                             indent=1)),
+               "markdown": str(write_text_atomic(os.path.join(out_dir, "metrics.md"),
+                                                 markdown_table(report)))}
     if plots:
         coco_gt = load_gt(gt) if gt is not None else None
         for iou_type, r in report.items():
@@ -196,9 +199,3 @@ def write_report(report: dict, out_dir, gt=None, results=None, plots: bool = Tru
     return written
 
 
-def _atomic_text(path: str, text: str) -> str:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path

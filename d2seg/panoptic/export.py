@@ -9,15 +9,14 @@ temporary name and renamed into place, so an interrupted export never leaves a h
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
 from d2seg.errors import D2SegError
+from d2seg.files import write_json_atomic, write_png_atomic
 
 
 def ids_to_rgb(ids: np.ndarray) -> np.ndarray:
@@ -28,32 +27,9 @@ def ids_to_rgb(ids: np.ndarray) -> np.ndarray:
     return np.stack([ids & 255, (ids >> 8) & 255, (ids >> 16) & 255], axis=-1).astype(np.uint8)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_panoptic_png(path: str | os.PathLike, ids: np.ndarray) -> None:
     """Save a segment-id map as a COCO panoptic PNG (atomically)."""
-    import cv2
-
-    ok, buffer = cv2.imencode(".png", ids_to_rgb(ids)[..., ::-1])
-    if not ok:
-        raise D2SegError("could not encode the panoptic PNG", file=str(path))
-    write_bytes_atomic(Path(path), buffer.tobytes())
-
-
-def write_json(path: str | os.PathLike, data) -> None:
-    """Save JSON atomically."""
-    write_bytes_atomic(Path(path), json.dumps(data).encode("utf-8"))
+    write_png_atomic(path, ids_to_rgb(ids)[..., ::-1])
 
 
 def segment_area_and_bbox(ids: np.ndarray, segment_id: int) -> tuple[int, list[int]]:
@@ -124,5 +100,5 @@ def export_coco_panoptic(predictions: Iterable[tuple[dict, np.ndarray, list[dict
                             "segments_info": coco_segments_info(
                                 ids, segments, thing_label_to_category, stuff_label_to_category)})
     data = {"images": images, "annotations": annotations, "categories": list(categories)}
-    write_json(out_json, data)
+    write_json_atomic(out_json, data)
     return data

@@ -5,17 +5,16 @@ The library side of ``d2seg visualize``; dataset names and models as sources bui
 
 from __future__ import annotations
 
-import os
 import re
 from contextlib import contextmanager
 from collections.abc import Mapping
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from d2seg.errors import D2SegError
+from d2seg.files import write_png_atomic
 from d2seg.panoptic.png import read_panoptic_png
 from d2seg.visualize.colours import class_colors
 from d2seg.visualize.inputs import (
@@ -43,19 +42,8 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def write_png(image: np.ndarray, path: Path) -> Path:
-    """Write a PNG atomically: a temporary file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, data = cv2.imencode(".png", image)
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode {path}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data.tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write a BGR picture as PNG, atomically (:func:`d2seg.files.write_png_atomic`)."""
+    return write_png_atomic(path, image)
 
 
 def _resolve_image(images_dir: Path, file_name: str) -> Path:

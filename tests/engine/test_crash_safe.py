@@ -31,6 +31,7 @@ from pycocotools import mask as mask_util
 
 from d2seg.engine.checkpoint import RECORD_FILE, TAG_FILE, SafeCheckpointer
 from d2seg.errors import D2SegError
+from d2seg.files import is_leftover_temporary
 
 # the same command as `d2seg train`, with deterministic kernels and one thread per process
 TRAIN = """
@@ -134,7 +135,7 @@ def _started_at(log: str) -> int:
 
 
 def _temporaries(folder: Path) -> list[str]:
-    return [p.name for p in folder.iterdir() if p.name.endswith(".d2seg-tmp")]
+    return [p.name for p in folder.iterdir() if is_leftover_temporary(p.name)]
 
 
 # ------------------------------------------------------------------ SIGKILL, then --resume

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from d2seg.evaluation.panoptic_quality import pq_compute_folders
+from d2seg.files import TEMP_SUFFIX
 from d2seg.panoptic.combine import InstancePredictions, combine_panoptic
 from d2seg.panoptic.export import export_coco_panoptic, ids_to_rgb
 
@@ -69,7 +70,8 @@ def test_round_trip_through_panopticapi(tmp_path, panoptic_helpers):
     ours = pq_compute_folders(out_json, png_dir, out_json, png_dir)
     assert ref["All"]["pq"] == 1.0 and ours["All"] == ref["All"]
     assert ours["per_class"] == ref["per_class"]
-    assert not list(png_dir.glob(".*.tmp")) and not list(out_json.parent.glob(".*.tmp"))
+    assert not list(png_dir.glob(f".*{TEMP_SUFFIX}"))
+    assert not list(out_json.parent.glob(f".*{TEMP_SUFFIX}"))
 
 
 def test_detectron2_panoptic_loader_reads_the_export(tmp_path):
