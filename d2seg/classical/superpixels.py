@@ -16,7 +16,8 @@ from skimage import segmentation
 from tqdm import tqdm
 
 from d2seg.errors import D2SegError
-from d2seg.visualize.files import IMAGE_EXTENSIONS, read_image, write_png
+from d2seg.files import write_png_atomic
+from d2seg.visualize.files import IMAGE_EXTENSIONS, read_image
 
 __all__ = ["METHODS", "superpixel_labels", "vote", "refine_semantic", "refine_folder"]
 
@@ -131,5 +132,5 @@ def refine_folder(images_dir, labels_dir, out_dir, method: str = "slic",
             raise D2SegError(f"label map is {labels.shape[0]}x{labels.shape[1]} but its image "
                              f"is {image.shape[0]}x{image.shape[1]}", file=str(path))
         refined = refine_semantic(image, labels, method, ignore, **params)
-        written.append(write_png(refined.astype(np.uint8), out_dir / path.name))
+        written.append(write_png_atomic(out_dir / path.name, refined.astype(np.uint8)))
     return written

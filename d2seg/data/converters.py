@@ -32,8 +32,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from d2seg.data.check import IMAGE_SUFFIXES
-from d2seg.files import write_json_atomic
 from d2seg.errors import D2SegError
+from d2seg.files import write_json_atomic
 
 
 def _categories(names) -> list[dict]:

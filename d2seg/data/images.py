@@ -40,14 +40,18 @@ def _unreadable(path, reason: str, hint: str | None = None) -> UnreadableImageEr
     return UnreadableImageError(reason, file=str(path), hint=hint)
 
 
+def over_pixel_limit(pixels: int, limit: int) -> str:
+    """Why an image over the decompression-bomb limit is refused (PIL's, or a header check)."""
+    return (f"image of {pixels / 1e6:.0f} Mpx is over the {limit / 1e6:.0f} Mpx "
+            "decompression-bomb limit (2 x PIL.Image.MAX_IMAGE_PIXELS)")
+
+
 def _bomb_reason(error: Exception) -> str:
     """The image's size against PIL's limit, from PIL's message (it refuses to decode it)."""
     found = re.search(r"\((\d+) pixels\) exceeds limit of (\d+) pixels", str(error))
     if not found:
         return f"refused as a possible decompression bomb ({error})"
-    pixels, limit = (int(g) for g in found.groups())
-    return (f"image of {pixels / 1e6:.0f} Mpx is over the {limit / 1e6:.0f} Mpx "
-            "decompression-bomb limit (2 x PIL.Image.MAX_IMAGE_PIXELS)")
+    return over_pixel_limit(*(int(g) for g in found.groups()))
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:

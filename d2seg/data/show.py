@@ -19,7 +19,7 @@ def render_ground_truth(json_path: str | os.PathLike, image_root: str | os.PathL
                         panoptic_root: str | os.PathLike | None = None) -> list[Path]:
     """Write overlays of the first ``n`` images (sorted by id) into ``out_dir``; return paths."""
     from d2seg.visualize import annotations_from_coco, draw_instances, draw_panoptic
-    from d2seg.visualize.files import write_png
+    from d2seg.files import write_png_atomic
 
     data = load_coco_json(json_path)
     panoptic = is_panoptic(data)
@@ -43,5 +43,5 @@ def render_ground_truth(json_path: str | os.PathLike, image_root: str | os.PathL
             gt = annotations_from_coco(data, img["id"])
             drawn = draw_instances(image, masks=gt.masks, boxes=gt.boxes, classes=gt.classes,
                                    class_names=names)
-        written.append(write_png(drawn, out_dir / f"{Path(img['file_name']).stem}_gt.png"))
+        written.append(write_png_atomic(out_dir / f"{Path(img['file_name']).stem}_gt.png", drawn))
     return written

@@ -197,5 +197,3 @@ def write_report(report: dict, out_dir, gt=None, results=None, plots: bool = Tru
                 written[f"confusion_{iou_type}"] = plotting.confusion_matrix_png(
                     matrix, names, os.path.join(out_dir, f"confusion_{iou_type}.png"), iou_type)
     return written
-
-

@@ -80,11 +80,12 @@ def _read_checked(path: Path) -> bytes:
     width, height = struct.unpack(">II", data[16:24])
     from PIL import Image
 
+    from d2seg.data.images import over_pixel_limit
+
     limit = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
     if limit is not None and width * height > limit:
-        raise D2SegError(f"PNG of {width * height / 1e6:.0f} Mpx is over the {limit / 1e6:.0f} Mpx "
-                         "decompression-bomb limit (2 x PIL.Image.MAX_IMAGE_PIXELS)",
-                         file=str(path), hint="raise PIL.Image.MAX_IMAGE_PIXELS if you trust it")
+        raise D2SegError(over_pixel_limit(width * height, limit), file=str(path),
+                         hint="raise PIL.Image.MAX_IMAGE_PIXELS if you trust it")
     return data
 
 
@@ -118,9 +119,8 @@ def _fast_rgba(data: bytes, out: np.ndarray | None) -> np.ndarray | None:
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         return None
-    if out is None or out.shape != bgr.shape[:2] + (4,):
-        out = None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA, dst=out)
+    reusable = out is not None and out.shape == bgr.shape[:2] + (4,)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA, dst=out if reusable else None)
 
 
 def _pillow_rgba(path: Path, data: bytes) -> np.ndarray:

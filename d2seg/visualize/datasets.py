@@ -24,8 +24,10 @@ import numpy as np
 from tqdm import tqdm
 
 from d2seg.errors import D2SegError
+from d2seg.files import write_png_atomic
+from d2seg.panoptic.png import read_panoptic_png
 from d2seg.visualize.colours import class_colors
-from d2seg.visualize.files import _load_panoptic_json, _panoptic_dir, read_panoptic_png, write_png
+from d2seg.visualize.files import _load_panoptic_json, _panoptic_dir
 from d2seg.visualize.inputs import (
     InstanceSet, _load_json, annotations_to_instances, group_by_image, instances_from_detectron2,
     results_to_instances, segmentation_to_rle,
@@ -436,7 +438,7 @@ def visualize_dataset(name: str, out_dir, *, pred=None, pred_dir=None, config_fi
                 if source is not None:
                     panels.append(source.draw(image, output if model else record, **style))
                 picture = side_by_side([p for p, _ in panels], [t for _, t in panels])
-                written.append(write_png(picture, out_dir / out_name))
+                written.append(write_png_atomic(out_dir / out_name, picture))
                 bar.update(1)
     return written
 

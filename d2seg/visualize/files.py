@@ -41,11 +41,6 @@ def read_image(path: Path) -> np.ndarray:
         raise
 
 
-def write_png(image: np.ndarray, path: Path) -> Path:
-    """Write a BGR picture as PNG, atomically (:func:`d2seg.files.write_png_atomic`)."""
-    return write_png_atomic(path, image)
-
-
 def _resolve_image(images_dir: Path, file_name: str) -> Path:
     direct = images_dir / file_name
     return direct if direct.exists() else images_dir / Path(file_name).name
@@ -152,7 +147,8 @@ def visualize_coco(images_dir, out_dir, gt=None, pred=None, *, n: int | None = N
                 drawn = draw_instances(image, **shown.draw_kwargs(), **style)
             panels.append(drawn)
             titles.append(f"prediction ({len(shown)}, score >= {score_thresh:g})")
-        written.append(write_png(side_by_side(panels, titles), out_dir / f"{path.stem}.png"))
+        written.append(write_png_atomic(out_dir / f"{path.stem}.png",
+                                        side_by_side(panels, titles)))
     return written
 
 
@@ -240,6 +236,6 @@ def visualize_panoptic(images_dir, out_dir, gt_json=None, gt_dir=None, pred_json
                                      f"is {image.shape[0]}x{image.shape[1]}", file=str(png))
             panels.append(draw_panoptic(image, pan, segments, names, isthing, colours, alpha))
             titles.append(f"{title} ({len(segments)} segments)")
-        written.append(write_png(side_by_side(panels, titles),
-                                 out_dir / f"{path.stem}_panoptic.png"))
+        written.append(write_png_atomic(out_dir / f"{path.stem}_panoptic.png",
+                                        side_by_side(panels, titles)))
     return written
