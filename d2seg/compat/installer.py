@@ -31,7 +31,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from d2seg.compat import source_fixes
+from d2seg.compat import lock, source_fixes
 
 SDIST_PROJECT = "pb1-detectron2"
 SDIST_FILENAME = "pb1-detectron2-0.6.tar.gz"
@@ -356,8 +356,25 @@ def install(force: bool = False, quiet: bool = False) -> str:
         cmd = [sys.executable, "-m", "pip", "install", "--force-reinstall", "--no-deps", str(wheel)]
         _run_pip(cmd, quiet)
         # dependencies separately, so --force-reinstall does not reinstall torch & co.
-        _run_pip([sys.executable, "-m", "pip", "install", *REQUIRES], quiet)
+        _run_pip([sys.executable, "-m", "pip", "install", *REQUIRES, *_lock_args(Path(tmp))], quiet)
     return f"installed detectron2 {DIST_VERSION} from {SDIST_FILENAME} (sha256 verified, build {build_id()})"
+
+
+def _lock_args(folder: Path) -> list[str]:
+    """pip arguments that hold what pip newly installs to d2seg's lock.
+
+    Under ``make`` (``PIP_CONSTRAINT`` set) pip applies the whole lock itself. In an environment
+    of the user's own, only distributions not installed yet are pinned, so no version the user
+    already has is moved.
+    """
+    if os.environ.get("PIP_CONSTRAINT"):
+        return []
+    pins = lock.constraints_for_missing(lock.LOCK_FILE)
+    if not pins:
+        return []
+    path = folder / "d2seg-constraints.txt"
+    path.write_text(pins)
+    return ["-c", str(path)]
 
 
 def _run_pip(cmd: list[str], quiet: bool) -> None:
