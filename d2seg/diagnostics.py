@@ -48,6 +48,19 @@ def versions() -> dict[str, str]:
     return found
 
 
+def lock_status() -> str:
+    """Whether this environment has the versions d2seg's suite last passed with (the lock)."""
+    from d2seg.compat import lock
+
+    if not lock.LOCK_FILE.is_file():
+        return "no lock file shipped with this d2seg"
+    problems = lock.differences(lock.read_lock(), lock.installed_versions())
+    if not problems:
+        return f"as tested (all {len(lock.read_lock())} pins of the lock)"
+    return (f"{len(problems)} differ from the tested lock, e.g. {problems[0]} "
+            "(list: python -m d2seg.compat.lock check)")
+
+
 def device() -> str:
     import torch
 

@@ -16,6 +16,7 @@ def run(args) -> int:
     width = max(map(len, [*found, "detectron2 ops", "panoptic PNGs"])) + 2
     for name, version in found.items():
         print(f"{name:<{width}}{version}")
+    print(f"{'versions':<{width}}{diagnostics.lock_status()}")
     missing = [n for n, v in found.items() if v == "missing"]
     if "torch" in missing:
         print("error: torch is not installed; run `make demo` or `pip install torch torchvision`")

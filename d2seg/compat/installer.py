@@ -369,7 +369,7 @@ def _lock_args(folder: Path) -> list[str]:
     """
     if os.environ.get("PIP_CONSTRAINT"):
         return []
-    pins = lock.constraints_for_missing(lock.LOCK_FILE)
+    pins = lock.constraints_for_missing()
     if not pins:
         return []
     path = folder / "d2seg-constraints.txt"

@@ -41,8 +41,9 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def read_lock(path: Path = LOCK_FILE) -> dict[str, tuple[str, str]]:
+def read_lock(path: Path | None = None) -> dict[str, tuple[str, str]]:
     """canonical name -> (name as written, version) for every ``name==version`` line."""
+    path = LOCK_FILE if path is None else path
     pins: dict[str, tuple[str, str]] = {}
     for number, raw in enumerate(Path(path).read_text().splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
@@ -85,8 +86,9 @@ def differences(lock: dict[str, tuple[str, str]],
     return out
 
 
-def constraints_for_missing(path: Path = LOCK_FILE) -> str:
+def constraints_for_missing(path: Path | None = None) -> str:
     """Lock lines for the distributions not installed yet: pins new installs, moves nothing."""
+    path = LOCK_FILE if path is None else path
     if not Path(path).is_file():
         return ""
     have = installed_versions()
@@ -99,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m d2seg.compat.lock",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["write", "check"])
-    parser.add_argument("file", nargs="?", type=Path, default=LOCK_FILE)
+    parser.add_argument("file", nargs="?", type=Path, default=None)
     args = parser.parse_args(argv)
+    args.file = args.file or LOCK_FILE
     installed = installed_versions()
     if args.action == "write":
         write_text_atomic(args.file, lock_text(installed))

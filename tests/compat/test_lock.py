@@ -95,3 +95,16 @@ def test_lock_command_writes_what_check_accepts(tmp_path):
     check = subprocess.run([sys.executable, "-m", "d2seg.compat.lock", "check", str(out)],
                            capture_output=True, text=True)
     assert check.returncode == 1 and "locked 0.0.1" in check.stdout
+
+
+def test_doctor_says_whether_the_environment_is_as_locked(tmp_path, monkeypatch):
+    from d2seg import diagnostics
+
+    path = tmp_path / "lock.txt"
+    path.write_text(lock.lock_text(lock.installed_versions()))
+    monkeypatch.setattr(lock, "LOCK_FILE", path)
+    assert diagnostics.lock_status().startswith("as tested (all ")
+    numpy_now = importlib.metadata.version("numpy")
+    path.write_text(path.read_text().replace(f"numpy=={numpy_now}", "numpy==0.0.1"))
+    status = diagnostics.lock_status()
+    assert status.startswith("1 differ") and f"installed {numpy_now}, locked 0.0.1" in status
