@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the checkout's: a wheel has none
 INSTANCE_CONFIG = CONFIGS / "instance" / "mask_rcnn_MNV2_FPN_cpu_quick.yaml"
 PANOPTIC_CONFIG = CONFIGS / "panoptic" / "panoptic_fpn_MNV2_cpu_quick.yaml"
 
@@ -25,6 +25,7 @@ def run_instance_demo(out_dir="runs/demo", max_iter: int | None = None, num_pict
     from d2seg.engine import run as engine
     from d2seg.evaluation import coco
 
+    _require_config(INSTANCE_CONFIG)
     ensure_demo()
     out = Path(out_dir) / "instance"
     cfg = engine.setup(INSTANCE_CONFIG, _schedule(max_iter) + list(overrides), output_dir=out, seed=seed)
@@ -51,6 +52,7 @@ def run_panoptic_demo(out_dir="runs/demo", max_iter: int | None = None, num_pict
     from d2seg.evaluation.panoptic_quality import format_markdown, pq_compute_folders
     from d2seg.visualize.files import visualize_panoptic
 
+    _require_config(PANOPTIC_CONFIG)
     ensure_demo()
     out = Path(out_dir) / "panoptic"
     cfg = engine.setup(PANOPTIC_CONFIG, _schedule(max_iter), output_dir=out, seed=seed)
@@ -94,6 +96,17 @@ def export_panoptic_predictions(cfg, weights: str, dataset: str, out_json: Path)
         predictions(), out_json, categories,
         thing_label_to_category={v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()},
         stuff_label_to_category={v: k for k, v in meta.stuff_dataset_id_to_contiguous_id.items()})
+
+
+def _require_config(path: Path) -> None:
+    """The demo's configs are the source checkout's configs/, which a wheel install lacks."""
+    if not path.is_file():
+        from d2seg.errors import D2SegError
+
+        raise D2SegError("the demo's config comes with a source checkout of d2seg (configs/), "
+                         "which this installation lacks", file=str(path),
+                         hint="install d2seg from a clone (pip install -e .) for `d2seg demo`, or "
+                              "run `d2seg train --config-file` with a config of your own")
 
 
 def _schedule(max_iter: int | None) -> list[str]:

@@ -1,12 +1,9 @@
-"""Write the demo dataset (datasets/demo/ by default); d2seg also does this on first use."""
+"""Write the demo dataset ($D2SEG_CACHE/demo by default); d2seg also does this on first use.
 
-import argparse
+Same as ``python -m d2seg.data.demo``, which also works without a checkout.
+"""
 
-from d2seg.data.demo import default_demo_dir, ensure_demo
+from d2seg.data.demo import main
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", default=None, help=f"folder (default {default_demo_dir()})")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    print(ensure_demo(args.out, seed=args.seed))
+    main()

@@ -9,6 +9,7 @@ into a failure that quotes the skip's reason. Locally a skip stays a skip, with 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,12 @@ def _fail_if_ci_skip(report) -> None:
 def pytest_configure(config):
     if in_ci():  # a module that fails to collect must not hide the other modules' results
         config.option.continue_on_collection_errors = True
+    # d2seg's cache (the demo data, labels derived from panoptic PNGs) goes to a folder of the
+    # test runs, never the user's ~/.cache/d2seg; pytest's cache keeps it between runs, so the
+    # demo is generated once. Subprocesses inherit it; a test needing its own uses monkeypatch.
+    cache = getattr(config, "cache", None)
+    os.environ["D2SEG_CACHE"] = str(cache.mkdir("d2seg_cache") if cache is not None
+                                    else tempfile.mkdtemp(prefix="d2seg-test-cache-"))
 
 
 @pytest.hookimpl(hookwrapper=True)

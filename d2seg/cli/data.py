@@ -102,7 +102,7 @@ def run_list(args) -> int:
     for error in BROKEN_MANIFESTS.values():
         print(f"not registered: {error.one_line()}", file=sys.stderr)
     if not names:
-        print("no datasets registered: add a manifest to datasets/ or a folder in $D2SEG_DATASETS")
+        print("no datasets registered: add a manifest to a folder listed in $D2SEG_DATASETS (or to datasets/ in a checkout)")
         return 0
     width = max(len(n) for n in names)
     for name in names:

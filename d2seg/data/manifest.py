@@ -4,7 +4,9 @@ Why: detectron2 wants Python code to register a dataset, and its mistakes surfac
 paths at the first iteration, class-count mismatches as silent garbage). A manifest is checked
 when it is read, and every mistake is one ``D2SegError`` naming the file, the field and the reason.
 
-Schema (paths relative to ``root``, which defaults to the manifest's folder)::
+Schema (paths relative to ``root``, which defaults to the manifest's folder; for the manifests
+shipped inside d2seg, the demo ones, it defaults to the cache folder ``$D2SEG_CACHE``, see
+``d2seg.data.cache``, since the install tree may be read-only)::
 
     name: my_shapes                    # registered as my_shapes_train, my_shapes_val, ...
     kind: coco_instances               # or coco_panoptic, sem_seg
@@ -32,6 +34,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from d2seg.data.cache import cache_dir
 from d2seg.errors import D2SegError
 
 KINDS = ("coco_instances", "coco_panoptic", "sem_seg")
@@ -167,7 +170,7 @@ def load_manifest(path, *, check_files: bool = True) -> Manifest:
     kind = data["kind"]
     if kind not in KINDS:
         raise _error(path, "kind", f"unknown kind {kind!r}", f"use one of {', '.join(KINDS)}")
-    root = path.parent
+    root = cache_dir() if is_bundled(path) else path.parent
     if "root" in data:
         root = _resolve(path, "root", data["root"], path.parent, must_exist=False, folder=True)
     generate = data.get("generate")  # a dataset d2seg can create itself when it is absent
@@ -224,9 +227,37 @@ def load_manifest(path, *, check_files: bool = True) -> Manifest:
     return Manifest(name, kind, path, splits, classes, colors, ignore, things, root)
 
 
+def bundled_manifest_folder() -> Path:
+    """The manifests shipped inside the d2seg package (the demo datasets)."""
+    from importlib import resources
+
+    return Path(str(resources.files("d2seg.data").joinpath("manifests")))
+
+
+def is_bundled(path: Path) -> bool:
+    """Whether ``path`` is one of the manifests shipped inside the d2seg package."""
+    return os.path.normcase(os.path.realpath(Path(path).parent)) == os.path.normcase(
+        os.path.realpath(bundled_manifest_folder()))
+
+
+def checkout_datasets_folder() -> Path | None:
+    """``datasets/`` of the source checkout d2seg runs from (an editable install); None when d2seg
+    is installed from a wheel (there the folder above the package is site-packages)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        is_checkout = 'name = "d2seg"' in (root / "pyproject.toml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return root / "datasets" if is_checkout else None
+
+
 def manifest_folders() -> list[Path]:
-    """Where names are looked up: the repository's ``datasets/`` and ``$D2SEG_DATASETS``."""
-    folders = [Path(__file__).resolve().parents[2] / "datasets"]
+    """Where names are looked up: the manifests shipped with d2seg, a source checkout's
+    ``datasets/`` and the folders in ``$D2SEG_DATASETS``."""
+    folders = [bundled_manifest_folder()]
+    checkout = checkout_datasets_folder()
+    if checkout is not None:
+        folders.append(checkout)
     for item in os.environ.get("D2SEG_DATASETS", "").split(os.pathsep):
         if item.strip():
             folders.append(Path(item).expanduser().resolve())

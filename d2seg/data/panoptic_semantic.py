@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from d2seg.data.cache import cache_dir
 from d2seg.errors import D2SegError
 from d2seg.panoptic.png import read_panoptic_png
 
@@ -37,8 +38,8 @@ class DerivedPanoptic:
 
 
 def default_cache_root() -> Path:
-    """``$D2SEG_CACHE`` (e.g. inside a run folder), else ``~/.cache/d2seg``."""
-    return Path(os.environ.get("D2SEG_CACHE") or Path.home() / ".cache" / "d2seg").expanduser()
+    """d2seg's cache folder (:func:`d2seg.data.cache.cache_dir`)."""
+    return cache_dir()
 
 
 def _read_json(path: Path) -> tuple[bytes, dict]:

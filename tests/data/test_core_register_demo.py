@@ -37,7 +37,7 @@ def registered(tmp_path_factory):
     out = {}
     try:
         for stem in ("demo_instances", "demo_panoptic", "demo_semseg"):
-            text = (REPO / "datasets" / f"{stem}.yaml").read_text().replace("generate: demo\n", "")
+            text = (mf.bundled_manifest_folder() / f"{stem}.yaml").read_text().replace("generate: demo\n", "")
             (folder / f"{stem}.yaml").write_text(text.replace(f"name: {stem}", f"name: {stem}{suffix}"))
             m = mf.load_manifest(folder / f"{stem}.yaml")
             out[m.kind] = (m, mf.register_manifest(m))

@@ -46,7 +46,7 @@ def test_a_broken_manifest_blocks_only_its_own_datasets(tmp_path, monkeypatch, c
     good = folder / "fine.yaml"
     shutil.copy(mf.find_manifest("demo_instances").path, good)
     text = good.read_text().replace("name: demo_instances", "name: fine")
-    demo_root = mf.find_manifest("demo_instances").path.parent
+    demo_root = mf.find_manifest("demo_instances").root
     good.write_text(text.replace("demo/", f"{demo_root}/demo/").replace("generate: demo\n", ""))
     monkeypatch.setenv("D2SEG_DATASETS", str(folder))
 

@@ -18,7 +18,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from d2seg.data.demo import ensure_demo, generate_demo
-from d2seg.data.manifest import load_manifest
+from d2seg.data.manifest import bundled_manifest_folder, load_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -117,7 +117,7 @@ def test_scenes_have_stuff_occlusion_and_variety(demo):
 @pytest.mark.slow  # generates all 250 images (about 4 s alone, more on a loaded machine)
 def test_demo_manifest_generates_the_full_dataset_once_and_it_is_small(tmp_path):
     manifest = tmp_path / "demo_instances.yaml"
-    manifest.write_text((REPO / "datasets" / "demo_instances.yaml").read_text())
+    manifest.write_text((bundled_manifest_folder() / "demo_instances.yaml").read_text())
     m = load_manifest(manifest)  # ``generate: demo``: the data appear beside the manifest
     folder = tmp_path / "demo"
     assert m.splits["train"].annotations == folder / "train" / "instances.json"

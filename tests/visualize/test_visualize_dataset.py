@@ -19,15 +19,16 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from d2seg.cli.main import main
+from d2seg.data.demo import default_demo_dir
 
 REPO = Path(__file__).resolve().parents[2]
-VAL = REPO / "datasets" / "demo" / "val"
+VAL = default_demo_dir() / "val"  # $D2SEG_CACHE/demo/val
 GAP = 4
 
 
 @pytest.fixture(scope="module")
 def demo():
-    """The demo datasets registered (generated into datasets/demo/ on first use)."""
+    """The demo datasets registered (generated into $D2SEG_CACHE/demo on first use)."""
     from d2seg.engine.run import register_datasets
 
     register_datasets()
