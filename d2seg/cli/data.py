@@ -93,12 +93,12 @@ def _need_images(s):
 
 
 def run_list(args) -> int:
-    """One line per dataset registered from a manifest: name, task, classes."""
-    from detectron2.data import MetadataCatalog
+    """One line per dataset declared by a manifest: name, task, classes. Reads the manifests
+    and each JSON's categories only (cached; no torch, no whole-JSON parse)."""
+    from d2seg.data import catalog
+    from d2seg.data.manifest import BROKEN_MANIFESTS
 
-    from d2seg.data.manifest import BROKEN_MANIFESTS, register_all
-
-    names = register_all()
+    names = catalog.scan_names()
     for error in BROKEN_MANIFESTS.values():
         print(f"not registered: {error.one_line()}", file=sys.stderr)
     if not names:
@@ -106,7 +106,7 @@ def run_list(args) -> int:
         return 0
     width = max(len(n) for n in names)
     for name in names:
-        meta = MetadataCatalog.get(name)
+        meta = catalog.dataset_info(name).base
         classes = meta.get("thing_classes", None) or meta.get("stuff_classes", None) or []
         print(f"{name:<{width}}  {meta.get('evaluator_type', '?'):<17}  {len(classes)} classes")
     return 0

@@ -36,6 +36,7 @@ KINDS = {
     "duplicate_image_id": ERROR,
     "duplicate_annotation_id": ERROR,
     "duplicate_category_id": ERROR,
+    "duplicate_category_name": WARNING,
     "unknown_category": ERROR,
     "unknown_image": ERROR,
     "segmentation_missing": ERROR,
@@ -121,9 +122,11 @@ def load_coco_json(json_path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise D2SegError("annotation file not found", file=str(path),
                          hint="check the path in the manifest")
+    from d2seg.data.coco_json import loads
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
         raise D2SegError(f"not valid JSON ({e})", file=str(path)) from None
     if not isinstance(data, dict):
         raise D2SegError("top level must be an object with images/annotations/categories",
@@ -234,6 +237,24 @@ class _Checker:
         if not is_panoptic(d):
             self._unique(d["annotations"], "annotation", "duplicate_annotation_id",
                          "renumber annotations (--fix gives the duplicates new ids)")
+        self._category_names()
+
+    def _category_names(self):
+        """Two categories with one name (real exports: ids 0 and 1 both 'Tumor') train as two
+        classes that a prediction cannot tell apart; AP and the class list show them twice."""
+        ids_by_name: dict[str, list] = {}
+        for c in self.data["categories"]:
+            if isinstance(c, dict) and isinstance(c.get("name"), str):
+                ids_by_name.setdefault(c["name"].strip().lower(), []).append(c.get("id"))
+        for c_name, ids in ids_by_name.items():
+            if len(ids) > 1:
+                names = sorted({c.get("name") for c in self.data["categories"]
+                                if isinstance(c, dict) and isinstance(c.get("name"), str)
+                                and c["name"].strip().lower() == c_name})
+                self.add("duplicate_category_name",
+                         f"categories {', '.join(map(str, ids))} have the same name "
+                         f"{' / '.join(repr(n) for n in names)}",
+                         "merge them into one category (remap category_id) or rename one")
 
     # -- image files
     def check_images(self):
@@ -269,7 +290,8 @@ class _Checker:
         images = {i["id"]: i for i in self.data["images"] if isinstance(i, dict) and "id" in i}
         cats = {c["id"] for c in self.data["categories"] if isinstance(c, dict) and "id" in c}
         annotated = set()
-        for a in self.data["annotations"]:
+        anns = self.data["annotations"]
+        for a in _progress(anns, "annotations", self.progress, len(anns)):
             if not isinstance(a, dict):
                 self.add("json_structure", f"annotation {a!r:.60} is not an object",
                          "remove it")

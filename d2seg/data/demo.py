@@ -174,6 +174,17 @@ def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True))
 
 
+def generated_categories(json_name: str) -> list[dict]:
+    """The ``categories`` the generator writes into ``instances.json`` or ``panoptic.json``
+    (what the catalog lists for a demo manifest whose data is not generated yet)."""
+    if json_name == "instances.json":
+        return [{"id": c[0], "name": c[1], "supercategory": "shape"} for c in CATEGORIES if c[2]]
+    if json_name == "panoptic.json":
+        return [{"id": c[0], "name": c[1], "isthing": c[2], "color": list(c[3]),
+                 "supercategory": "shape" if c[2] else "scene"} for c in CATEGORIES]
+    raise ValueError(f"the demo generator writes no {json_name}")
+
+
 def _write_split(out: Path, split: str, count: int, seed: int, split_index: int, progress) -> None:
     from pycocotools import mask as mask_utils
 
@@ -214,11 +225,10 @@ def _write_split(out: Path, split: str, count: int, seed: int, split_index: int,
         pan_annotations.append({"image_id": image_id, "file_name": f"{stem}.png",
                                 "segments_info": segments})
     info = {"description": f"d2seg demo dataset, {split} split", "version": str(GENERATOR_VERSION)}
-    things = [{"id": c[0], "name": c[1], "supercategory": "shape"} for c in CATEGORIES if c[2]]
+    things = generated_categories("instances.json")
     _write_json(out / split / "instances.json",
                 {"info": info, "images": images, "annotations": instances, "categories": things})
-    pan_cats = [{"id": c[0], "name": c[1], "isthing": c[2], "color": list(c[3]),
-                 "supercategory": "shape" if c[2] else "scene"} for c in CATEGORIES]
+    pan_cats = generated_categories("panoptic.json")
     _write_json(out / split / "panoptic.json",
                 {"info": info, "images": images, "annotations": pan_annotations,
                  "categories": pan_cats})

@@ -71,6 +71,7 @@ class Manifest:
     ignore_label: int = 255
     things: tuple[str, ...] | None = None
     root: Path | None = None
+    generate: str | None = None  # "demo": d2seg can create the data (when a split is used)
 
     def __hash__(self):  # splits is a dict: hash what identifies the manifest
         return hash((self.name, self.kind, self.path))
@@ -156,8 +157,15 @@ def _names(path: Path, field: str, value) -> list[str]:
     return names
 
 
-def load_manifest(path, *, check_files: bool = True) -> Manifest:
-    """Read and validate one manifest; generate the demo data first if it asks for it."""
+def load_manifest(path, *, check_files: bool = True, generate: bool = True) -> Manifest:
+    """Read and validate one manifest.
+
+    A ``generate: demo`` manifest's data is generated here when ``generate`` (and
+    ``check_files``) is true, the default for a manifest asked for by name or path. Scanning the
+    manifest folders (``d2seg.data.catalog.scan``) passes ``generate=False``: then nothing is
+    generated and such a manifest's files are not checked (they appear when a split is used).
+    """
+    make_data = generate
     path = Path(os.path.abspath(Path(path).expanduser()))
     data = _read_yaml(path)
     _check_keys(path, "", data, TOP_KEYS)
@@ -178,9 +186,12 @@ def load_manifest(path, *, check_files: bool = True) -> Manifest:
         raise _error(path, "generate", f"unknown generator {generate!r}",
                      f"use one of {', '.join(GENERATORS)}")
     if check_files and generate == "demo":
-        from d2seg.data.demo import ensure_demo
+        if make_data:
+            from d2seg.data.demo import ensure_demo
 
-        ensure_demo(root / "demo")  # the demo's files live in <root>/demo
+            ensure_demo(root / "demo")  # the demo's files live in <root>/demo
+        else:
+            check_files = False  # generated when a split is used
     if check_files and not root.is_dir():
         raise _error(path, "root", f"folder not found: {root}")
 
@@ -224,7 +235,7 @@ def load_manifest(path, *, check_files: bool = True) -> Manifest:
     ignore = data.get("ignore_label", 255)
     if not isinstance(ignore, int) or isinstance(ignore, bool) or not 0 <= ignore <= 255:
         raise _error(path, "ignore_label", f"must be an integer 0-255, got {ignore!r}")
-    return Manifest(name, kind, path, splits, classes, colors, ignore, things, root)
+    return Manifest(name, kind, path, splits, classes, colors, ignore, things, root, generate)
 
 
 def bundled_manifest_folder() -> Path:
@@ -323,26 +334,23 @@ BROKEN_MANIFESTS: dict[str, D2SegError] = {}
 
 
 def register_all() -> list[str]:
-    """Register every manifest found; returns the registered dataset names.
+    """Register every manifest found into detectron2's catalogs; returns the dataset names.
 
-    A manifest that cannot be read or registered is set aside in BROKEN_MANIFESTS instead of
-    stopping every command (one bad file in datasets/ must not block work on other datasets);
-    asking for one of its datasets raises its error (d2seg.data.register.registered_metadata),
-    and ``d2seg data list`` shows it.
+    Registration is lazy (``d2seg.data.catalog``): it reads each manifest and each JSON's
+    categories (cached), never a whole annotation file. A manifest that cannot be read or
+    registered is set aside in BROKEN_MANIFESTS instead of stopping every command (one bad file
+    in datasets/ must not block work on other datasets); asking for one of its datasets raises
+    its error (d2seg.data.register.registered_metadata), and ``d2seg data list`` shows it.
+    Commands that run no model use ``d2seg.data.catalog`` instead (no torch).
     """
-    names, seen = [], {}
-    BROKEN_MANIFESTS.clear()  # this scan's findings only
-    for path in manifest_files():
+    from d2seg.data import catalog
+
+    names = []
+    for manifest in catalog.scan():
         try:
-            manifest = load_manifest(path)
-            if manifest.name in seen:
-                raise D2SegError(f"dataset name '{manifest.name}' is also declared by "
-                                 f"{seen[manifest.name]}", file=str(path), where="name",
-                                 hint="give each manifest its own name")
-            seen[manifest.name] = path
             names += register_manifest(manifest)
         except D2SegError as e:
-            BROKEN_MANIFESTS[str(path)] = e
+            BROKEN_MANIFESTS[str(manifest.path)] = e
     return names
 
 

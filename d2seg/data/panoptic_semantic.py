@@ -3,8 +3,9 @@
 detectron2's "separated" panoptic form (the one Panoptic FPN trains on) needs two things a
 COCO panoptic dataset does not contain: semantic label PNGs where every thing pixel is 0, stuff
 is 1..S and void is the ignore label, and instance annotations. Both are derived here from the
-panoptic JSON and PNGs, once, into a cache folder named by a content hash of those sources, so
-an edited PNG or JSON gives a new folder and stale labels are never read. Each cache folder is
+panoptic JSON and PNGs, once, into a cache folder named by a hash of those sources' paths,
+sizes and modification times (no file is read to name it), so an edited PNG or JSON gives a new
+folder and stale labels are never read. Derivation runs when the split is first used. Each cache folder is
 built under a temporary name and renamed into place.
 """
 
@@ -26,7 +27,7 @@ from d2seg.data.cache import cache_dir
 from d2seg.errors import D2SegError
 from d2seg.panoptic.png import read_panoptic_png
 
-DERIVATION_VERSION = 1
+DERIVATION_VERSION = 2  # 2: cache keyed on file stats, not contents
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,11 @@ def default_cache_root() -> Path:
 
 
 def _read_json(path: Path) -> tuple[bytes, dict]:
+    from d2seg.data.coco_json import loads
+
     raw = Path(path).read_bytes()
     try:
-        data = json.loads(raw)
+        data = loads(raw)
     except ValueError as e:
         raise D2SegError(f"malformed JSON: {e}", file=str(path)) from None
     if not isinstance(data, dict):
@@ -94,16 +97,40 @@ def _png_paths(data: dict, json_file: Path, panoptic_root: Path) -> list[Path]:
     return paths
 
 
+def _file_stats(folder: Path) -> list[tuple[str, int, int]]:
+    """(path relative to ``folder``, size, mtime_ns) of every file under it, sorted."""
+    out, stack = [], [(folder, "")]
+    while stack:
+        path, rel = stack.pop()
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            continue
+        for entry in entries:
+            name = f"{rel}{entry.name}"
+            if entry.is_dir():
+                stack.append((Path(entry.path), name + "/"))
+            elif entry.is_file():
+                st = entry.stat()
+                out.append((name, st.st_size, st.st_mtime_ns))
+    return sorted(out)
+
+
 def cache_key(panoptic_json, panoptic_root, things: tuple[str, ...] | None = None,
               ignore_label: int = 255) -> str:
-    """A hash of the JSON, every referenced PNG (name and bytes) and the derivation settings."""
-    raw, data = _read_json(Path(panoptic_json))
+    """A hash of the derivation settings and of (path, size, mtime) of the JSON and of every
+    file in the PNG folder: no file is read, so registering a dataset costs one folder listing
+    (an edited PNG or JSON still gives a new key, hence a new cache folder)."""
+    json_file, png_root = Path(panoptic_json).resolve(), Path(panoptic_root).resolve()
+    try:
+        st = json_file.stat()
+    except OSError as e:
+        raise D2SegError(f"cannot read: {e.strerror}", file=str(json_file)) from None
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(json.dumps([DERIVATION_VERSION, things, ignore_label]).encode())
-    digest.update(raw)
-    for png in _png_paths(data, Path(panoptic_json), Path(panoptic_root)):
-        digest.update(png.name.encode() + b"\0")
-        digest.update(png.read_bytes())
+    digest.update(json.dumps([DERIVATION_VERSION, things, ignore_label, str(json_file),
+                              st.st_size, st.st_mtime_ns, str(png_root)]).encode())
+    for name, size, mtime in _file_stats(png_root):
+        digest.update(f"{name}\0{size}\0{mtime}\0".encode())
     return digest.hexdigest()
 
 

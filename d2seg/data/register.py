@@ -13,6 +13,12 @@ Names registered for a manifest ``NAME`` and each split ``SPLIT``:
   ``d2seg.data.panoptic_semantic``) and ``NAME_SPLIT_stuffonly`` (the stuff labels alone).
 - ``sem_seg``: ``NAME_SPLIT`` (evaluator ``sem_seg``).
 
+Registration is lazy, as detectron2's and Mask2Former's own: a name, metadata and a loader
+that parses the JSON only when the split is used (``d2seg.data.catalog`` builds them, torch-free;
+this module puts them into detectron2's catalogs, for commands that run models). Metadata keys
+that need more than the categories (``mask_format``, the derived-label paths) are computed on
+first access.
+
 Besides detectron2's keys, metadata carries ``mask_format`` ("bitmask" when any mask is RLE,
 else "polygon": the INPUT.MASK_FORMAT the config needs) and ``d2seg_form`` (the form above).
 """
@@ -20,89 +26,14 @@ else "polygon": the INPUT.MASK_FORMAT the config needs) and ``d2seg_form`` (the 
 from __future__ import annotations
 
 import difflib
-import json
 import math
-import os
-from collections import Counter
 from pathlib import Path
 
-from d2seg.data import panoptic_semantic
-from d2seg.data.manifest import Manifest, Split
+from d2seg.data.manifest import Manifest
 from d2seg.errors import D2SegError
 
 _REGISTERED: dict[str, Manifest] = {}  # manifest name -> the manifest registered under it
 _OWNED: set[str] = set()                 # dataset names d2seg registered
-
-
-def _read_coco(path: Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_bytes())
-    except ValueError as e:
-        raise D2SegError(f"malformed JSON: {e}", file=str(path)) from None
-    except OSError as e:
-        raise D2SegError(f"cannot read: {e.strerror}", file=str(path)) from None
-    if not isinstance(data, dict):
-        raise D2SegError(f"a COCO JSON is an object, got {type(data).__name__}", file=str(path))
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise D2SegError("missing or not a list", file=str(path), where=key)
-    for i, cat in enumerate(data["categories"]):
-        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or not isinstance(cat.get("name"), str):
-            raise D2SegError("each category needs an integer 'id' and a string 'name'",
-                             file=str(path), where=f"categories[{i}]")
-    for i, image in enumerate(data["images"]):
-        if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
-            raise D2SegError("each image needs an 'id' and a string 'file_name'", file=str(path),
-                             where=f"images[{i}]", hint="run d2seg data check")
-    for i, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or "image_id" not in ann:
-            raise D2SegError("each annotation needs an 'image_id'", file=str(path),
-                             where=f"annotations[{i}]", hint="run d2seg data check")
-        if "segments_info" in ann and not (isinstance(ann["segments_info"], list)
-                                           and isinstance(ann.get("file_name"), str)):
-            raise D2SegError("a panoptic annotation needs 'file_name' and a list 'segments_info'",
-                             file=str(path), where=f"annotations[{i}]", hint="run d2seg data check")
-    ids = Counter(c["id"] for c in data["categories"])
-    dup = sorted(i for i, n in ids.items() if n > 1)
-    if dup:
-        raise D2SegError(f"duplicate category ids {dup}", file=str(path), where="categories")
-    if not data["categories"]:
-        raise D2SegError("no categories declared", file=str(path), where="categories")
-    return data
-
-
-def _palette(n: int) -> list[tuple[int, int, int]]:
-    from detectron2.utils.colormap import colormap
-
-    table = colormap(rgb=True, maximum=255).astype(int)
-    return [tuple(int(v) for v in table[i % len(table)]) for i in range(n)]
-
-
-def _names_and_colors(manifest: Manifest, cats: list[dict], source: Path):
-    """Class names and colours for categories sorted by id: manifest overrides, else the JSON's."""
-    names = [c["name"] for c in cats]
-    if manifest.classes is not None:
-        if len(manifest.classes) != len(cats):
-            raise D2SegError(f"lists {len(manifest.classes)} classes but {source} declares "
-                             f"{len(cats)} categories", file=str(manifest.path), where="classes")
-        names = list(manifest.classes)
-    if manifest.colors is not None:
-        if len(manifest.colors) != len(cats):
-            raise D2SegError(f"lists {len(manifest.colors)} colours for {len(cats)} categories",
-                             file=str(manifest.path), where="colors")
-        colors = [tuple(c) for c in manifest.colors]
-    elif all(isinstance(c.get("color"), list) and len(c["color"]) == 3 for c in cats):
-        colors = [tuple(int(v) for v in c["color"]) for c in cats]
-    else:
-        colors = _palette(len(cats))
-    return names, [list(c) for c in colors]
-
-
-def _mask_format(data: dict) -> str:
-    """"bitmask" when any annotation's mask is RLE (detectron2 cannot treat it as polygons)."""
-    rle = any(isinstance(a, dict) and isinstance(a.get("segmentation"), dict)
-              for a in data["annotations"])
-    return "bitmask" if rle else "polygon"
 
 
 def _finite(values) -> bool:
@@ -166,208 +97,35 @@ def check_annotations(data: dict, json_file: Path) -> tuple[D2SegError | None, s
     return None, warning
 
 
-def _coco_dicts(json_file: Path, image_root: Path, id_map: dict[int, int],
-                checked: tuple[D2SegError | None, str | None] = (None, None)) -> list[dict]:
-    """detectron2's ``load_coco_json``, with category ids mapped by our (validated) map;
-    ``checked`` is ``check_annotations``'s verdict, raised or logged when the data is loaded."""
-    import logging
-
-    from detectron2.data.datasets import load_coco_json
-
-    error, warning = checked
-    if error is not None:
-        raise error
-    if warning is not None:
-        logging.getLogger("d2seg").warning(warning)
-    dicts = load_coco_json(str(json_file), str(image_root), dataset_name=None)
-    for record in dicts:
-        for ann in record.get("annotations", []):
-            if ann["category_id"] not in id_map:
-                raise D2SegError(f"category_id {ann['category_id']} is not declared in categories",
-                                 file=str(json_file), where=f"image_id {record['image_id']}",
-                                 hint="run d2seg data check")
-            ann["category_id"] = id_map[ann["category_id"]]
-    return dicts
-
-
-def _panoptic_dicts(json_file: Path, image_root: Path, panoptic_root: Path,
-                    thing_map: dict[int, int], stuff_map: dict[int, int]) -> list[dict]:
-    """Standard panoptic dicts; image names come from the JSON's ``images`` (any extension)."""
-    data = _read_coco(json_file)
-    images = {img["id"]: img for img in data["images"]}
-    dicts = []
-    for ann in data["annotations"]:
-        image = images.get(ann["image_id"])
-        if image is None:
-            raise D2SegError(f"image_id {ann['image_id']} not in images", file=str(json_file),
-                             where="annotations")
-        segments = []
-        for seg in ann["segments_info"]:
-            seg = dict(seg)
-            cat = seg["category_id"]
-            if cat in thing_map:
-                seg.update(category_id=thing_map[cat], isthing=True)
-            elif cat in stuff_map:
-                seg.update(category_id=stuff_map[cat], isthing=False)
-            else:
-                raise D2SegError(f"category_id {cat} is not declared in categories",
-                                 file=str(json_file), where=f"image_id {ann['image_id']}")
-            segments.append(seg)
-        record = {"file_name": os.path.join(str(image_root), image["file_name"]),
-                  "image_id": ann["image_id"],
-                  "pan_seg_file_name": os.path.join(str(panoptic_root), ann["file_name"]),
-                  "segments_info": segments}
-        record.update({k: image[k] for k in ("height", "width") if k in image})
-        dicts.append(record)
-    return dicts
-
-
-def _separated_dicts(manifest: Manifest, split: Split, thing_map: dict[int, int]) -> list[dict]:
-    """Instances (given JSON, or derived from the PNGs) merged with derived semantic labels."""
-    from detectron2.data.datasets.coco_panoptic import merge_to_panoptic
-
-    derived = panoptic_semantic.derive(split.annotations, split.panoptic_root, manifest.things,
-                                       manifest.ignore_label)
-    data = _read_coco(split.annotations)
-    sem = [{"file_name": os.path.join(str(split.images), img["file_name"]),
-            "sem_seg_file_name": str(derived.sem_seg_root / Path(ann["file_name"]).with_suffix(".png"))}
-           for img, ann in _pair_images(data, split.annotations)]
-    instances = _coco_dicts(split.instances or derived.instances_json, split.images, thing_map)
-    have = {s["file_name"] for s in sem}
-    for record in instances:
-        if record["file_name"] not in have:
-            raise D2SegError(f"image {record['file_name']} has no panoptic annotation",
-                             file=str(split.instances), where=f"image_id {record['image_id']}")
-    return merge_to_panoptic(instances, sem)
-
-
-def _pair_images(data: dict, json_file: Path):
-    images = {img["id"]: img for img in data["images"]}
-    for ann in data["annotations"]:
-        if ann.get("image_id") not in images:
-            raise D2SegError(f"image_id {ann.get('image_id')} not in images", file=str(json_file),
-                             where="annotations")
-        yield images[ann["image_id"]], ann
-
-
-def _image_ext(image_root: Path) -> str:
-    exts = Counter(p.suffix.lstrip(".") for p in image_root.iterdir() if p.is_file())
-    if not exts:
-        raise D2SegError("no images found", file=str(image_root))
-    return exts.most_common(1)[0][0]
-
-
-def _register(name: str, loader, **metadata) -> None:
+def _register(info) -> None:
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    DatasetCatalog.register(name, loader)
-    MetadataCatalog.get(name).set(**{k: v for k, v in metadata.items() if v is not None})
-    _OWNED.add(name)
+    from d2seg.data.d2_metadata import lazy_metadata
 
-
-def _register_instances(m: Manifest, split: Split, name: str) -> list[str]:
-    data = _read_coco(split.annotations)
-    cats = sorted(data["categories"], key=lambda c: c["id"])
-    names, colors = _names_and_colors(m, cats, split.annotations)
-    id_map = {c["id"]: i for i, c in enumerate(cats)}
-    checked = check_annotations(data, split.annotations)  # raised/logged only when loaded
-    _register(name, lambda: _coco_dicts(split.annotations, split.images, id_map, checked),
-              thing_classes=names, thing_colors=colors, thing_dataset_id_to_contiguous_id=id_map,
-              evaluator_type="coco", json_file=str(split.annotations), image_root=str(split.images),
-              ignore_label=m.ignore_label, mask_format=_mask_format(data), d2seg_form="instances",
-              d2seg_manifest=str(m.path))
-    return [name]
-
-
-def _register_panoptic(m: Manifest, split: Split, name: str) -> list[str]:
-    data = _read_coco(split.annotations)
-    cats = sorted(data["categories"], key=lambda c: c["id"])
-    names, colors = _names_and_colors(m, cats, split.annotations)
-    things = panoptic_semantic.thing_ids(data, split.annotations, m.things)
-    common = dict(image_root=str(split.images), panoptic_root=str(split.panoptic_root),
-                  panoptic_json=str(split.annotations), ignore_label=m.ignore_label,
-                  d2seg_manifest=str(m.path))
-    thing_idx = [i for i, c in enumerate(cats) if c["id"] in things]
-    stuff_idx = [i for i, c in enumerate(cats) if c["id"] not in things]
-    thing_map = {cats[i]["id"]: k for k, i in enumerate(thing_idx)}
-    stuff_map = panoptic_semantic.stuff_label_map(data, things)
-    key = panoptic_semantic.cache_key(split.annotations, split.panoptic_root, m.things, m.ignore_label)
-    cache = panoptic_semantic.default_cache_root() / "panoptic_semantic" / key
-    if split.instances is not None:
-        given = _read_coco(split.instances)
-        if sorted(c["id"] for c in given["categories"]) != sorted(thing_map):
-            raise D2SegError("its categories differ from the panoptic JSON's thing categories "
-                             f"{sorted(thing_map)}", file=str(split.instances), where="categories")
-        mask_format, instances_json = _mask_format(given), split.instances
-    else:  # derived from the PNGs as RLE masks when the dataset is first loaded
-        mask_format, instances_json = "bitmask", cache / "instances.json"
-    # standard form: one contiguous index over all categories (detectron2's convention)
-    all_thing = {c["id"]: i for i, c in enumerate(cats) if c["id"] in things}
-    all_stuff = {c["id"]: i for i, c in enumerate(cats) if c["id"] not in things}
-    _register(name, lambda: _panoptic_dicts(split.annotations, split.images, split.panoptic_root,
-                                            all_thing, all_stuff),
-              thing_classes=names, thing_colors=colors, stuff_classes=names, stuff_colors=colors,
-              thing_dataset_id_to_contiguous_id=all_thing, stuff_dataset_id_to_contiguous_id=all_stuff,
-              evaluator_type="coco_panoptic_seg", label_divisor=1000,
-              json_file=str(instances_json), d2seg_form="panoptic", **common)
-
-    # separated form (Panoptic FPN): things 0..T-1; semantic 0 = "things", stuff 1..S
-    stuff_classes = ["things"] + [names[i] for i in stuff_idx]
-    stuff_colors = [[82, 18, 128]] + [colors[i] for i in stuff_idx]
-    separated = dict(thing_classes=[names[i] for i in thing_idx],
-                     thing_colors=[colors[i] for i in thing_idx],
-                     thing_dataset_id_to_contiguous_id=thing_map,
-                     stuff_classes=stuff_classes, stuff_colors=stuff_colors,
-                     stuff_dataset_id_to_contiguous_id={0: 0, **stuff_map},
-                     sem_seg_root=str(cache / "semantic"))
-    _register(f"{name}_separated", lambda: _separated_dicts(m, split, thing_map),
-              evaluator_type="coco_panoptic_seg", mask_format=mask_format,
-              json_file=str(instances_json),
-              d2seg_form="panoptic_separated", **separated, **common)
-
-    def stuffonly():
-        return [{k: v for k, v in d.items() if k in ("file_name", "sem_seg_file_name", "image_id",
-                                                    "height", "width")}
-                for d in _separated_dicts(m, split, thing_map)]
-
-    _register(f"{name}_stuffonly", stuffonly, evaluator_type="sem_seg", d2seg_form="stuffonly",
-              **{k: v for k, v in separated.items() if not k.startswith("thing")}, **common)
-    return [name, f"{name}_separated", f"{name}_stuffonly"]
-
-
-def _register_sem_seg(m: Manifest, split: Split, name: str) -> list[str]:
-    from detectron2.data.datasets import load_sem_seg
-
-    ext = _image_ext(split.images)
-    colors = [list(c) for c in m.colors] if m.colors else [list(c) for c in _palette(len(m.classes))]
-    _register(name, lambda: load_sem_seg(str(split.sem_seg_root), str(split.images),
-                                         gt_ext="png", image_ext=ext),
-              stuff_classes=list(m.classes), stuff_colors=colors,
-              stuff_dataset_id_to_contiguous_id={i: i for i in range(len(m.classes))},
-              evaluator_type="sem_seg", ignore_label=m.ignore_label,
-              sem_seg_root=str(split.sem_seg_root), image_root=str(split.images),
-              d2seg_form="sem_seg", d2seg_manifest=str(m.path))
-    return [name]
+    DatasetCatalog.register(info.name, info.load)
+    MetadataCatalog[info.name] = lazy_metadata(info)
+    _OWNED.add(info.name)
 
 
 def dataset_names(manifest: Manifest) -> list[str]:
     """The names ``register_manifest`` registers for this manifest, without registering."""
-    names = []
-    for split in manifest.splits:
-        base = f"{manifest.name}_{split}"
-        names += [base] + ([f"{base}_separated", f"{base}_stuffonly"]
-                           if manifest.kind == "coco_panoptic" else [])
-    return names
+    from d2seg.data.catalog import dataset_names as names
+
+    return names(manifest)
 
 
 def register_manifest(manifest: Manifest) -> list[str]:
-    """Register every split; again with the same manifest is a no-op, a different one an error."""
+    """Register every split; again with the same manifest is a no-op, the same file with other
+    contents replaces it, another file declaring the same name is an error."""
     from detectron2.data import DatasetCatalog
 
     previous = _REGISTERED.get(manifest.name)
     if previous is not None:
         if previous == manifest:
             return dataset_names(manifest)
+        if previous.path == manifest.path:  # the same file, edited (or another cache folder)
+            unregister_manifest(manifest.name)
+            return register_manifest(manifest)
         raise D2SegError(f"dataset name '{manifest.name}' is already registered from "
                          f"{previous.path} with different contents", file=str(manifest.path),
                          where="name", hint="give each manifest its own name")
@@ -375,15 +133,18 @@ def register_manifest(manifest: Manifest) -> list[str]:
     if taken:
         raise D2SegError(f"dataset '{taken[0]}' is already registered in detectron2",
                          file=str(manifest.path), where="name", hint="choose another name")
+    from d2seg.data import catalog
+
+    infos = catalog.infos_for(manifest)  # the categories are read (and checked) here
     registered = []
     try:
-        for split_name, split in manifest.splits.items():
-            fn = {"coco_instances": _register_instances, "coco_panoptic": _register_panoptic,
-                  "sem_seg": _register_sem_seg}[manifest.kind]
-            registered += fn(manifest, split, f"{manifest.name}_{split_name}")
+        for info in infos:
+            _register(info)
+            registered.append(info.name)
     except Exception:
         _unregister(registered)
         raise
+    catalog.register_manifest(manifest)
     _REGISTERED[manifest.name] = manifest
     return registered
 
@@ -391,7 +152,7 @@ def register_manifest(manifest: Manifest) -> list[str]:
 def _unregister(names) -> None:
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    for n in names:
+    for n in list(names):
         DatasetCatalog.remove(n)
         MetadataCatalog.remove(n)
         _OWNED.discard(n)
@@ -399,6 +160,9 @@ def _unregister(names) -> None:
 
 def unregister_manifest(name: str) -> None:
     """Forget a manifest's datasets (tests, or re-registering an edited manifest)."""
+    from d2seg.data import catalog
+
+    catalog.unregister_manifest(name)
     manifest = _REGISTERED.pop(name, None)
     if manifest is not None:
         _unregister(n for n in dataset_names(manifest) if n in _OWNED)

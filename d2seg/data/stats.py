@@ -39,8 +39,11 @@ def _area(ann: dict, sizes: dict) -> float:
     return float(mask_utils.area(rle))
 
 
-def dataset_stats(json_path: str | os.PathLike) -> dict:
-    """Counts for one COCO JSON (instances, or panoptic ``segments_info``), as a plain dict."""
+def dataset_stats(json_path: str | os.PathLike, progress: bool | None = None) -> dict:
+    """Counts for one COCO JSON (instances, or panoptic ``segments_info``), as a plain dict.
+    ``progress``: a progress bar over the objects (default: when stderr is a terminal)."""
+    from d2seg.data.check import _progress
+
     data = load_coco_json(json_path)
     names = {c["id"]: c.get("name", str(c["id"])) for c in data["categories"]}
     sizes = {i["id"]: (i.get("width"), i.get("height")) for i in data["images"]}
@@ -53,7 +56,9 @@ def dataset_stats(json_path: str | os.PathLike) -> dict:
                         for o in objects)
     per_image = Counter(o.get("image_id") for o in objects)
     counts_per_image = np.array([per_image.get(i, 0) for i in sizes], dtype=int)
-    areas = np.array([_area(o, sizes) for o in objects], dtype=float)
+    areas = np.fromiter((_area(o, sizes) for o in _progress(objects, "objects", progress,
+                                                             len(objects))),
+                        dtype=float, count=len(objects))
     buckets = Counter(size_bucket(a) for a in areas)
     instances_per_class = {n: per_class.get(n, 0) for n in names.values()}
     instances_per_class.update({n: c for n, c in per_class.items() if n.startswith("undeclared:")})

@@ -9,6 +9,8 @@ The offline counterpart of Panoptic FPN inference, for predictions made by any m
 * the dataset JSON gives the images (``id``, ``file_name``, ``height``, ``width``) and the
   categories with ``isthing``.
 
+No torch: the combination runs on NumPy (``d2seg.panoptic.combine_numpy``).
+
 The semantic map is used as a full label map: only stuff categories fill the pixels no instance
 took, thing and unknown values (VOID, e.g. 0 or 255) never do.
 """
@@ -20,17 +22,37 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from d2seg.errors import D2SegError
-from d2seg.panoptic.combine import (
+from d2seg.panoptic.combine_numpy import (
     DEFAULT_OVERLAP_THRESHOLD,
     DEFAULT_SCORE_THRESHOLD,
     DEFAULT_STUFF_AREA_THRESHOLD,
-    combine_panoptic,
-    instances_from_coco_results,
+    combine_panoptic_numpy,
 )
 from d2seg.panoptic.export import export_coco_panoptic
+
+
+def _decode_results(results: list[dict], height: int, width: int):
+    """Scores, category ids and (N, H, W) masks of one image's COCO results (RLE masks)."""
+    from pycocotools import mask as mask_util
+
+    masks = np.zeros((len(results), height, width), dtype=bool)
+    for k, r in enumerate(results):
+        rle = r.get("segmentation")
+        if not isinstance(rle, dict) or "counts" not in rle or "size" not in rle:
+            raise D2SegError("instance result has no RLE segmentation",
+                             where=f"image {r.get('image_id')}, result {k}",
+                             hint="export instance results with masks (COCO 'segm' format)")
+        if list(rle["size"]) != [height, width]:
+            raise D2SegError(f"RLE size {rle['size']} differs from the image size "
+                             f"{[height, width]}", where=f"image {r.get('image_id')}, result {k}")
+        if isinstance(rle["counts"], str):
+            rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+        masks[k] = mask_util.decode(rle).astype(bool)
+    scores = np.array([float(r["score"]) for r in results], dtype=np.float32)
+    classes = np.array([int(r["category_id"]) for r in results], dtype=np.int64)
+    return scores, classes, masks
 
 
 def _load_json(path) -> object:
@@ -104,18 +126,17 @@ def combine_saved_predictions(instances_json, semantic_dir, dataset_json, out_di
             if sem.shape != (h, w):
                 raise D2SegError(f"semantic map is {sem.shape[1]}x{sem.shape[0]}, image is "
                                  f"{w}x{h}", where=f"image {image['id']}")
-            inst = instances_from_coco_results(by_image.get(image["id"], []), h, w)
-            unknown = set(inst.pred_classes.tolist()) - thing_ids
+            scores, classes, masks = _decode_results(by_image.get(image["id"], []), h, w)
+            unknown = set(classes.tolist()) - thing_ids
             if unknown:
                 raise D2SegError(f"instance category_id {min(unknown)} is not a thing category",
                                  file=str(instances_json), where=f"image {image['id']}")
             present = set(np.unique(sem).tolist())
-            result = combine_panoptic(inst, torch.from_numpy(sem),
-                                      score_threshold=score_threshold,
-                                      overlap_threshold=overlap_threshold,
-                                      stuff_area_threshold=stuff_area_threshold,
-                                      skip_semantic_labels=present - stuff_ids)
-            yield image, result.panoptic_seg.numpy(), result.segments_info
+            panoptic, segments = combine_panoptic_numpy(
+                scores, classes, masks, sem, score_threshold=score_threshold,
+                overlap_threshold=overlap_threshold, stuff_area_threshold=stuff_area_threshold,
+                skip_semantic_labels=present - stuff_ids)
+            yield image, panoptic, segments
 
     out_dir = Path(out_dir)
     return export_coco_panoptic(predictions(), out_dir / "panoptic.json", categories,

@@ -168,12 +168,9 @@ def test_registering_twice_is_idempotent_but_another_manifest_with_that_name_is_
      "integer 'id'"),
     ('{"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}, {"id": 1, "name": "b"}]}',
      "categories", "duplicate category ids"),
-    ('{"images": [{"id": 1}], "annotations": [], "categories": [{"id": 1, "name": "a"}]}', "images[0]",
-     "string 'file_name'"),
-    ('{"images": [], "annotations": [{"id": 1}], "categories": [{"id": 1, "name": "a"}]}',
-     "annotations[0]", "needs an 'image_id'"),
 ])
 def test_bad_annotation_json_is_reported_at_registration(dataset, content, where, reason):
+    """What registration reads (the categories; the whole file when they cannot be found)."""
     (dataset / "ann.json").write_text(content)
     name = f"t{uuid.uuid4().hex[:8]}"
     with pytest.raises(D2SegError) as info:
@@ -183,6 +180,28 @@ def test_bad_annotation_json_is_reported_at_registration(dataset, content, where
     from detectron2.data import DatasetCatalog
 
     assert f"{name}_train" not in DatasetCatalog.list()  # nothing half-registered
+
+
+@pytest.mark.parametrize("content, where, reason", [
+    ('{"images": [{"id": 1}], "annotations": [], "categories": [{"id": 1, "name": "a"}]}', "images[0]",
+     "string 'file_name'"),
+    ('{"images": [], "annotations": [{"id": 1}], "categories": [{"id": 1, "name": "a"}]}',
+     "annotations[0]", "needs an 'image_id'"),
+])
+def test_bad_annotations_are_reported_when_the_split_is_loaded(dataset, content, where, reason):
+    """Registration is lazy: images and annotations are parsed (and checked) on first use."""
+    from detectron2.data import DatasetCatalog
+
+    (dataset / "ann.json").write_text(content)
+    name = f"t{uuid.uuid4().hex[:8]}"
+    try:
+        names = mf.register_manifest(mf.load_manifest(_write(dataset, GOOD.format(name=name))))
+        with pytest.raises(D2SegError) as info:
+            DatasetCatalog.get(names[0])
+        assert reason in info.value.reason and info.value.where == where
+        assert info.value.file == str((dataset / "ann.json").resolve())
+    finally:
+        unregister_manifest(name)
 
 
 def test_classes_override_must_match_the_category_count(dataset):
