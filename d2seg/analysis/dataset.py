@@ -6,12 +6,10 @@ from d2seg.errors import D2SegError
 
 
 def dataset_files(name: str, where: str = "--dataset") -> tuple[str, str | None]:
-    """``(json_file, image_root)`` of the registered dataset ``name``."""
-    from d2seg.data.manifest import register_all
-    from d2seg.data.register import registered_metadata
+    """``(json_file, image_root)`` of the registered dataset ``name`` (torch-free catalog)."""
+    from d2seg.data.catalog import dataset_metadata
 
-    register_all()
-    meta = registered_metadata(name, where=where)
+    meta = dataset_metadata(name, where=where)
     json_file = meta.get("json_file", None)
     if not json_file:
         raise D2SegError(f"dataset {name!r} has no COCO instances file", where=where,

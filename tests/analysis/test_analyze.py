@@ -100,3 +100,22 @@ def test_cli_analyze_errors(tmp_path, scenes, capsys):
     assert main(["analyze", "--results", str(boxes_only), "--gt", str(gt), "--out",
                  str(tmp_path / "o2")]) == 0
     assert "segm" not in json.loads((tmp_path / "o2" / "analysis.json").read_text())["iou_types"]
+
+
+def test_cli_analyze_by_registered_dataset_name_equals_by_files(tmp_path, scenes, monkeypatch):
+    """--dataset NAME finds the manifest's JSON and images (torch-free catalog) and gives the
+    same analysis as --gt/--images on those files."""
+    gt, res, images = _scene(tmp_path, scenes)
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    (folder / "mine.yaml").write_text(
+        f"name: mine\nkind: coco_instances\nsplits:\n  val: {{images: {images}, annotations: {gt}}}\n")
+    monkeypatch.setenv("D2SEG_DATASETS", str(folder))
+    assert main(["analyze", "--results", str(res), "--dataset", "mine_val",
+                 "--out", str(tmp_path / "by_name"), "--no-plots"]) == 0
+    assert main(["analyze", "--results", str(res), "--gt", str(gt), "--images", str(images),
+                 "--out", str(tmp_path / "by_files"), "--no-plots"]) == 0
+    by_name = json.loads((tmp_path / "by_name" / "analysis.json").read_text())
+    by_files = json.loads((tmp_path / "by_files" / "analysis.json").read_text())
+    assert by_name["iou_types"] == by_files["iou_types"]
+    assert by_name["iou_types"]["segm"]["counts"]["localization"] == 1
