@@ -52,33 +52,189 @@ def _clamped_rect(left: int, top: int, bw: int, bh: int, h: int, w: int):
     return (int(np.clip(left, 0, max(0, w - bw))), int(np.clip(top, 0, max(0, h - bh))), bw, bh)
 
 
-def _overlaps(a, b) -> bool:
-    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+# Label placement: no two labels overlap (or touch) and every label lies inside the image. A label
+# takes the first free place among its preferred places and small shifts of them (nearest first);
+# with none free it is tried again in a smaller font, and with none free at the smallest it is
+# dropped. Callers place the labels of larger regions first, so a dropped label is always one of
+# a region smaller than those of the labels that took its place.
+
+LABEL_GAP = 1  # pixels kept free between two labels, so that neighbours never merge into one
+MIN_FONT_SCALE = 0.3  # labels are shrunk down to this font scale before they are dropped
+_SHRINK = 0.75
+_MAX_SHRINKS = 2
+
+
+# A label moves at most this many label widths sideways and label heights up or down, in steps
+# of half its size and to the places flush against the labels around it.
+_REACH_X, _REACH_Y = 1, 2
+_HALF_STEPS_X = np.arange(-2 * _REACH_X, 2 * _REACH_X + 1)
+_HALF_STEPS_Y = np.arange(-2 * _REACH_Y, 2 * _REACH_Y + 1)
+_FLIP = np.array([1, 1, -1, -1])
+
+
+def _label_styles(style: Style) -> list[Style]:
+    """``style`` and the smaller fonts a label is tried in when no place is free."""
+    styles = [style]
+    scale = style.font_scale
+    for _ in range(_MAX_SHRINKS):
+        scale = max(MIN_FONT_SCALE, scale * _SHRINK)
+        if scale >= styles[-1].font_scale:
+            break
+        styles.append(Style(style.line, scale,
+                            min(style.font_thickness, 1 if scale < 0.9 else 2)))
+    return styles
+
+
+@dataclass(frozen=True)
+class PlacedLabel:
+    """A label as drawn: what it names (an instance's index, a segment id or a class id), its
+    text, its rectangle ``(left, top, width, height)`` in pixels and its font scale."""
+
+    key: object
+    text: str
+    rect: tuple[int, int, int, int]
+    font_scale: float
+
+
+class LabelLayout:
+    """Label rectangles placed one at a time, none overlapping or touching another (``gap``
+    pixels stay free between two), all inside a ``height`` x ``width`` image."""
+
+    def __init__(self, height: int, width: int, style: Style, *, shrink: bool = True,
+                 gap: int = LABEL_GAP):
+        self.height, self.width, self.gap = int(height), int(width), int(gap)
+        self.styles = _label_styles(style) if shrink else [style]
+        # Placed labels widened by gap, as x0, y0, -x1, -y1 (x1, y1 exclusive): a rectangle
+        # reaches into a window when all four are below the window's x1, y1, -x0, -y0.
+        self._taken = np.empty((16, 4), np.int64)
+        self._count = 0
+        self._used = np.zeros((self.height, self.width), np.uint8)  # the same, as pixels
+
+    def take(self, rect) -> None:
+        """Mark ``(left, top, width, height)`` as used."""
+        if self._count == len(self._taken):
+            self._taken = np.concatenate([self._taken, np.empty_like(self._taken)])
+        left, top, bw, bh = (int(v) for v in rect)
+        g = self.gap
+        self._taken[self._count] = (left - g, top - g, -(left + bw + g), -(top + bh + g))
+        self._count += 1
+        self._used[max(0, top - g):max(0, top + bh + g), max(0, left - g):max(0, left + bw + g)] = 1
+
+    def _is_free(self, x: int, y: int, bw: int, bh: int) -> bool:
+        return not self._used[y:y + bh, x:x + bw].any()
+
+    def _nearest_free_shift(self, x: int, tops: list, bw: int, bh: int, allow):
+        """The free place nearest to ``(x, top)`` for one of ``tops`` (the first on ties), or
+        ``None``.
+
+        Places are on a grid: x and y in steps of half a label from there and flush against
+        (``gap`` pixels from) the placed labels nearby, up to ``_REACH_X`` label widths and
+        ``_REACH_Y`` label heights away. Nearest in label sizes: the smallest
+        ``(dx / w)^2 + (dy / h)^2``, compared as ``(dx h)^2 + (dy w)^2`` in integers.
+        """
+        sx, sy = bw + self.gap, bh + self.gap
+        rx, ry = _REACH_X * sx, _REACH_Y * sy
+        t = self._taken[:self._count]
+        # Placed labels reaching into the window of the shifts (x0, y0, -x1, -y1 < its bounds).
+        near = t[(t < (x + rx + bw, max(tops) + ry + bh, rx - x, ry - min(tops))).all(axis=1)]
+        # Place (x, y) overlaps a placed label when lo_x < x < hi_x and lo_y < y < hi_y, and
+        # lo + 1 and hi are the places flush against it.
+        lo_x, lo_y, hi_x, hi_y = (near * _FLIP - (bw, bh, 0, 0)).T
+        top = np.array(tops)[:, None]
+        xs = np.concatenate((_HALF_STEPS_X * sx // 2 + x, lo_x, hi_x))
+        ys = np.concatenate(((top + _HALF_STEPS_Y * sy // 2).ravel(), lo_y, hi_y))
+        np.minimum(np.maximum(xs, 0, out=xs), self.width - bw, out=xs)
+        np.minimum(np.maximum(ys, 0, out=ys), self.height - bh, out=ys)
+        dx = xs - x
+        dx *= sy
+        dx *= dx
+        dy = ys - top  # (tops, Y)
+        dy *= sx
+        dy *= dy
+        far = (rx * sy) ** 2 + (ry * sx) ** 2 + 1  # more than any place in reach
+        dx[dx > (rx * sy) ** 2] = far
+        dy[dy > (ry * sx) ** 2] = far
+        # Distances times 4 plus the rank of the nearest top, so that the earlier top wins ties.
+        dist = (4 * dy + np.arange(len(tops))[:, None]).min(axis=0)[:, None] + 4 * dx
+        if near.shape[0]:
+            xc, yc = xs[:, None], ys[:, None]
+            in_x = ((lo_x < xc) & (xc < hi_x)).astype(np.float32)
+            in_y = ((lo_y < yc) & (yc < hi_y)).astype(np.float32)
+            dist[np.dot(in_y, in_x.T) > 0] = 4 * far
+        if allow is not None:
+            dist[~allow(xs, ys, bw, bh)] = 4 * far
+        j = int(dist.argmin())
+        if dist.flat[j] >= 4 * far:
+            return None
+        return int(xs[j % len(xs)]), int(ys[j // len(xs)])
+
+    def place(self, text: str, anchors, allow=None):
+        """Place ``text``; returns ``(rect, style)``, or ``None`` when it fits nowhere.
+
+        ``anchors(bw, bh)`` gives the preferred places of a ``bw`` x ``bh`` label as its left
+        edge and its tops, best first (moved inside the image where they are not); when all
+        are taken, the nearest free shift of one of them, and then the same in a smaller font.
+        With ``allow``, a shifted place ``(xs[i], ys[j])`` is only taken where
+        ``allow(xs, ys, bw, bh)[j, i]`` holds.
+        """
+        for style in self.styles:
+            bw, bh, _, _ = _label_box_size(text, style)
+            mx, my = self.width - bw, self.height - bh
+            if mx < 0 or my < 0:
+                continue
+            left, tops = anchors(bw, bh)
+            x = min(max(int(left), 0), mx)
+            tops = [min(max(int(y), 0), my) for y in tops]
+            y = next((y for y in tops if self._is_free(x, y, bw, bh)), None)
+            if y is None:
+                found = self._nearest_free_shift(x, tops, bw, bh, allow)
+            else:
+                found = x, y
+            if found is not None:
+                rect = (found[0], found[1], bw, bh)
+                self.take(rect)
+                return rect, style
+        return None
+
+
+def _box_anchors(box):
+    """Above the box, else inside its top, else below it (inside its top first when the place
+    above is off the image), all at its left edge."""
+    x0, y0, _, y1 = (int(v) for v in box)
+
+    def anchors(bw: int, bh: int):
+        tops = [y0 - bh, y0, y1]
+        return x0, (tops[1:] + tops[:1] if y0 - bh < 0 else tops)
+
+    return anchors
 
 
 def label_rect(text: str, box, style: Style, height: int, width: int, taken=()):
-    """Where a box's label goes: above the box, else inside its top, else below it.
+    """Where a box's label goes: above the box, else inside its top, else below it, else the
+    nearest free shift of these, in ``style``'s font.
 
-    The first place inside the image that overlaps no rectangle in ``taken`` wins (the place
-    above when all overlap). Returns ``(left, top, width, height)``.
+    The place overlaps and touches no rectangle in ``taken`` and lies inside the image. Returns
+    ``(left, top, width, height)``, or ``None`` when no place nearby is free.
     """
-    bw, bh, _, _ = _label_box_size(text, style)
-    x0, y0, _, y1 = (int(v) for v in box)
-    candidates = [(x0, y0 - bh), (x0, y0), (x0, y1)]
-    if y0 - bh < 0:
-        candidates = candidates[1:] + candidates[:1]
-    rects = [_clamped_rect(x, y, bw, bh, height, width) for x, y in candidates]
-    return next((r for r in rects if not any(_overlaps(r, t) for t in taken)), rects[0])
+    layout = LabelLayout(height, width, style, shrink=False)
+    for r in taken:
+        layout.take(r)
+    placed = layout.place(text, _box_anchors(box))
+    return None if placed is None else placed[0]
 
 
 def draw_label(image: np.ndarray, text: str, rect, background, style: Style) -> None:
-    """Text on a filled rectangle of ``background``, in black or white for contrast."""
+    """Text on a filled rectangle of ``background``, in black or white for contrast.
+
+    Nothing is drawn outside ``rect`` (``(left, top, width, height)``), whatever the font.
+    """
     left, top, bw, bh = rect
     _, _, th, pad = _label_box_size(text, style)
     bg = tuple(int(c) for c in background)
-    cv2.rectangle(image, (left, top), (left + bw - 1, top + bh - 1), bg, thickness=-1)
-    cv2.putText(image, text, (left + pad, top + pad + th), FONT, style.font_scale,
-                text_color_for(bg), style.font_thickness, cv2.LINE_AA)
+    roi = image[max(0, top):top + bh, max(0, left):left + bw]
+    roi[:] = bg
+    cv2.putText(roi, text, (left - max(0, left) + pad, top - max(0, top) + pad + th), FONT,
+                style.font_scale, text_color_for(bg), style.font_thickness, cv2.LINE_AA)
 
 
 def put_label(image: np.ndarray, text: str, centre: tuple[int, int], background,
@@ -207,7 +363,8 @@ def instance_colors(classes, palette: Mapping) -> list[np.ndarray]:
 def draw_instances(image_bgr: np.ndarray, masks=None, boxes=None, classes=None, scores=None,
                    class_names=None, colors=None, alpha: float = 0.5, show_boxes: bool = True,
                    show_labels: bool = True, *, show_contours: bool = True,
-                   line_width: int | None = None) -> np.ndarray:
+                   line_width: int | None = None,
+                   placed_labels: list | None = None) -> np.ndarray:
     """Draw instance masks (filled + contour), boxes and "name score" labels; returns a copy.
 
     ``masks``: ``(N, H, W)`` bool/uint8 array or tensor, a list of such masks, or COCO RLE dicts.
@@ -215,6 +372,11 @@ def draw_instances(image_bgr: np.ndarray, masks=None, boxes=None, classes=None, 
     ``class_names`` (a list, or a mapping such as COCO category id -> name) and ``colors`` (an
     ``(C, 3)`` BGR array or mapping; a deterministic palette when absent). Instances of one class
     get different shades of its colour.
+
+    Labels never overlap: the labels of larger instances (mask area, else box area) are placed
+    first, above their box where free, else nearby, else in a smaller font; a label that fits
+    nowhere is left out. Given a list, ``placed_labels`` receives a ``PlacedLabel`` per label
+    drawn (its ``key`` the instance's index).
     """
     image = np.ascontiguousarray(image_bgr)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -240,8 +402,9 @@ def draw_instances(image_bgr: np.ndarray, masks=None, boxes=None, classes=None, 
     colours = instance_colors(classes, palette)
     style = Style.for_image(h, w, line_width)
 
+    mask_areas = [m.area if m is not None else 0 for m in crops]
     # Large masks first so that small ones stay visible on top.
-    order = sorted(range(len(crops)), key=lambda i: -(crops[i].area if crops[i] else 0))
+    order = sorted(range(len(crops)), key=lambda i: -mask_areas[i])
     layer = np.empty_like(out)  # solid colour patches, filled per mask box (cheap in OpenCV)
     for i in order:
         m = crops[i]
@@ -272,17 +435,24 @@ def draw_instances(image_bgr: np.ndarray, masks=None, boxes=None, classes=None, 
             cv2.rectangle(out, (int(x0), int(y0)), (int(x1) - 1, int(y1) - 1),
                           tuple(int(c) for c in colours[i]), style.line, cv2.LINE_8)
     if show_labels:
-        # The most confident instances choose their label place first and are drawn last.
-        by_score = sorted((i for i in range(n) if drawn[i]),
-                          key=lambda i: -1.0 if scores[i] is None else scores[i], reverse=True)
-        placed = []
-        for i in by_score:
+        rounded = np.rint(boxes).astype(int)
+        box_areas = (np.clip(rounded[:, 2] - rounded[:, 0], 0, None)
+                     * np.clip(rounded[:, 3] - rounded[:, 1], 0, None))
+        area = [mask_areas[i] if crops and crops[i] is not None else int(box_areas[i])
+                for i in range(n)]
+        # Larger instances choose their label place first (then the more confident ones).
+        by_area = sorted((i for i in range(n) if drawn[i]),
+                         key=lambda i: (-area[i], 1.0 if scores[i] is None else -scores[i], i))
+        layout = LabelLayout(h, w, style)
+        for i in by_area:
             text = _label_text(_lookup_name(class_names, classes[i]), scores[i])
-            rect = label_rect(text, np.rint(boxes[i]).astype(int), style, h, w,
-                              [r for _, _, r in placed])
-            placed.append((i, text, rect))
-        for i, text, rect in reversed(placed):
-            draw_label(out, text, rect, colours[i], style)
+            placed = layout.place(text, _box_anchors(rounded[i]))
+            if placed is None:
+                continue
+            rect, label_style = placed
+            draw_label(out, text, rect, colours[i], label_style)
+            if placed_labels is not None:
+                placed_labels.append(PlacedLabel(i, text, rect, label_style.font_scale))
     return out
 
 
@@ -341,8 +511,15 @@ def _interior_point(region: np.ndarray) -> tuple[int, int]:
 
 def _draw_regions(image: np.ndarray, region_map: np.ndarray, ids: np.ndarray,
                   colours: np.ndarray, labels: list[str | None], alpha: float,
-                  show_labels: bool, min_label_area: int, line_width: int | None) -> np.ndarray:
-    """Blend each region (``ids[i]`` coloured ``colours[i]``), outline it, label it."""
+                  show_labels: bool, min_label_area: int, line_width: int | None,
+                  placed_labels: list | None = None) -> np.ndarray:
+    """Blend each region (``ids[i]`` coloured ``colours[i]``), outline it, label it.
+
+    A label is centred on its region's innermost pixel when that place is free, else on the
+    nearest free place still centred inside the region (a label centred on another region
+    would name that one), else in a smaller font; larger regions are labelled first and a
+    label that fits nowhere is left out.
+    """
     img = np.ascontiguousarray(image)
     h, w = img.shape[:2]
     if region_map.shape != (h, w):
@@ -361,13 +538,30 @@ def _draw_regions(image: np.ndarray, region_map: np.ndarray, ids: np.ndarray,
         style = Style.for_image(h, w, line_width)
         areas = np.bincount(index[valid], minlength=ids.size)
         boxes = _region_boxes(index, valid, ids.size)
-        for i in np.argsort(areas, kind="stable"):
+        layout = LabelLayout(h, w, style)
+        for i in np.argsort(-areas, kind="stable"):
             if not labels[i] or areas[i] < min_label_area:
                 continue
             x0, y0, x1, y1 = boxes[i]
             region = (index[y0:y1, x0:x1] == i) & valid[y0:y1, x0:x1]
             px, py = _interior_point(region)
-            put_label(out, labels[i], (x0 + px, y0 + py), colours[i], style)
+            cx, cy = x0 + px, y0 + py
+
+            def centred(bw, bh, cx=cx, cy=cy):
+                return cx - bw // 2, [cy - bh // 2]
+
+            def centre_inside(xs, ys, bw, bh, i=i):
+                grid = np.ix_(ys + bh // 2, xs + bw // 2)
+                return (index[grid] == i) & valid[grid]
+
+            placed = layout.place(labels[i], centred, allow=centre_inside)
+            if placed is None:
+                continue
+            rect, label_style = placed
+            draw_label(out, labels[i], rect, colours[i], label_style)
+            if placed_labels is not None:
+                placed_labels.append(PlacedLabel(ids[i].item(), labels[i], rect,
+                                                 label_style.font_scale))
     return out
 
 
@@ -382,14 +576,16 @@ def _as_lookup(values, default=None):
 def draw_panoptic(image: np.ndarray, panoptic_map, segments_info: Sequence[Mapping],
                   class_names=None, isthing=None, colors=None, alpha: float = 0.5,
                   show_labels: bool = True, *, min_label_area: int = 64,
-                  line_width: int | None = None) -> np.ndarray:
+                  line_width: int | None = None,
+                  placed_labels: list | None = None) -> np.ndarray:
     """Colour each panoptic segment by its class, things in shades of it, and label them.
 
     ``panoptic_map``: ``(H, W)`` segment ids (ids absent from ``segments_info``, e.g. 0, are void
     and left as they are). Each segment has ``id`` and ``category_id`` and may have ``isthing``
     and ``score``. ``class_names``, ``isthing`` and ``colors`` are lists indexed by category id or
     mappings keyed by it (COCO category ids). Stuff segments take the class colour itself, the
-    k-th thing of a class its k-th shade.
+    k-th thing of a class its k-th shade. Labels never overlap (see ``_draw_regions``); given a
+    list, ``placed_labels`` receives a ``PlacedLabel`` per label drawn (its ``key`` the segment id).
     """
     pan = np.asarray(_to_numpy(panoptic_map))
     if pan.ndim != 2:
@@ -417,16 +613,19 @@ def draw_panoptic(image: np.ndarray, panoptic_map, segments_info: Sequence[Mappi
         name = _lookup_name(class_names, s["category_id"])
         labels.append(_label_text(name, s.get("score") if thing else None))
     return _draw_regions(image, pan.astype(np.int64, copy=False), ids, colours, labels, alpha,
-                         show_labels, min_label_area, line_width)
+                         show_labels, min_label_area, line_width, placed_labels)
 
 
 def draw_semantic(image: np.ndarray, label_map, class_names=None, colors=None,
                   ignore_label: int | None = 255, alpha: float = 0.5, show_labels: bool = True,
-                  *, min_label_area: int = 64, line_width: int | None = None) -> np.ndarray:
+                  *, min_label_area: int = 64, line_width: int | None = None,
+                  placed_labels: list | None = None) -> np.ndarray:
     """Colour each pixel by its class (``ignore_label`` left as is) and name each class once.
 
     ``label_map``: ``(H, W)`` class ids, or ``(C, H, W)`` scores/logits (e.g. detectron2's
-    ``outputs["sem_seg"]``), drawn as their per-pixel argmax.
+    ``outputs["sem_seg"]``), drawn as their per-pixel argmax. Labels never overlap (see
+    ``_draw_regions``); given a list, ``placed_labels`` receives a ``PlacedLabel`` per label
+    drawn (its ``key`` the class id).
     """
     labels_np = np.asarray(_to_numpy(label_map))
     if labels_np.ndim == 3:
@@ -442,7 +641,7 @@ def draw_semantic(image: np.ndarray, label_map, class_names=None, colors=None,
     colours = np.array([color_of(palette, int(c)) for c in present], np.uint8).reshape(-1, 3)
     names = [_lookup_name(class_names, int(c)) for c in present]
     return _draw_regions(image, labels_np, present, colours, names, alpha, show_labels,
-                         min_label_area, line_width)
+                         min_label_area, line_width, placed_labels)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,4 +740,4 @@ def montage(rows: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str] | No
 
 __all__ = ["draw_instances", "draw_panoptic", "draw_semantic", "side_by_side", "montage",
            "normalize_masks", "put_label", "draw_label", "label_rect", "instance_colors",
-           "class_colors", "Style"]
+           "class_colors", "Style", "LabelLayout", "PlacedLabel"]

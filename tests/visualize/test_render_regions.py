@@ -143,10 +143,28 @@ def test_semantic_classes_take_their_colours_and_the_ignore_label_is_left_alone(
     for c in range(3):
         assert (out[interior(labels == c)] == colours[c]).all()
     assert (out[labels == 255] == 77).all()
+    # Each class is named once, by a label centred on its own pixels, and the ignore label is not
+    # named. At 4x the size there is room for the names in any font, and what was drawn is read
+    # off the pixels inside and outside the reported label rectangles (whether the letters of
+    # one name touch each other depends on the font, so blobs of text are not counted).
+    labels = np.kron(labels, np.ones((4, 4), np.int64))
+    image = np.full(labels.shape + (3,), 77, np.uint8)
+    out = draw_semantic(image, labels, ["road", "car", "tree"], colours, ignore_label=255,
+                        alpha=1.0, show_labels=False)
+    placed = []
     named = draw_semantic(image, labels, ["road", "car", "tree"], colours, ignore_label=255,
-                          alpha=1.0, min_label_area=1)
-    changed = (named != out).any(axis=2).astype(np.uint8)
-    assert cv2.connectedComponents(changed)[0] - 1 == 3
+                          alpha=1.0, min_label_area=1, placed_labels=placed)
+    assert sorted(p.key for p in placed) == [0, 1, 2]
+    assert [p.text for p in sorted(placed, key=lambda p: p.key)] == ["road", "car", "tree"]
+    changed = (named != out).any(axis=2)
+    in_labels = np.zeros_like(changed)
+    for p in placed:
+        left, top, bw, bh = p.rect
+        assert labels[top + bh // 2, left + bw // 2] == p.key  # centred on its class
+        assert changed[top:top + bh, left:left + bw].sum() > 10  # its name was written there
+        assert not in_labels[top:top + bh, left:left + bw].any()  # on no other label
+        in_labels[top:top + bh, left:left + bw] = True
+    assert not (changed & ~in_labels).any()  # and nothing outside the labels
 
 
 def test_a_map_of_another_size_is_a_user_error():
