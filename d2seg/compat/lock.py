@@ -18,6 +18,7 @@ import argparse
 import importlib.metadata
 import re
 import sys
+import sysconfig
 from pathlib import Path
 
 from d2seg.files import write_text_atomic
@@ -56,10 +57,22 @@ def read_lock(path: Path | None = None) -> dict[str, tuple[str, str]]:
     return pins
 
 
-def installed_versions() -> dict[str, tuple[str, str]]:
-    """canonical name -> (name, version) of every distribution this interpreter sees, less UNLOCKED."""
+def site_folders() -> list[str]:
+    """The folders pip installs into for this interpreter (its venv's site-packages)."""
+    paths = sysconfig.get_paths()
+    return list(dict.fromkeys(paths[k] for k in ("purelib", "platlib")))
+
+
+def installed_versions(folders: list[str] | None = None) -> dict[str, tuple[str, str]]:
+    """canonical name -> (name, version) of every distribution pip installed (in
+    :func:`site_folders`), less UNLOCKED.
+
+    Not what ``sys.path`` shows: importing setuptools (torch's cpp_extension does) puts
+    ``setuptools/_vendor`` on it, whose bundled copies (wheel, jaraco.*, ...) pip never
+    installed and a constraints file cannot pin.
+    """
     found: dict[str, tuple[str, str]] = {}
-    for dist in importlib.metadata.distributions():
+    for dist in importlib.metadata.distributions(path=site_folders() if folders is None else folders):
         name = dist.metadata["Name"]
         if not name or canonical(name) in UNLOCKED:
             continue

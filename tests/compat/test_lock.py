@@ -38,9 +38,34 @@ def test_installed_versions_equal_the_lock():
     under_lock = constraint and Path(constraint).resolve() == lock.LOCK_FILE.resolve()
     if not under_lock:
         pytest.skip("this environment was not installed from the lock (run through make)")
+    import setuptools  # noqa: F401  (its _vendor folder on sys.path must not count, in any test order)
+
     assert lock.differences(lock.read_lock(), lock.installed_versions()) == []
     # and the comparison really reads this interpreter's distributions
     assert lock.installed_versions()["numpy"][1] == importlib.metadata.version("numpy")
+
+
+def test_only_what_pip_installed_counts_not_whatever_is_on_sys_path(tmp_path, monkeypatch):
+    """A distribution visible on sys.path but outside the venv's site-packages (as
+    setuptools/_vendor is once setuptools is imported) is not an installed version to lock."""
+    import setuptools  # noqa: F401  (puts setuptools/_vendor on sys.path, as torch's imports do)
+
+    info = tmp_path / "not_pip_installed-9.9.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: not-pip-installed\nVersion: 9.9\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "not-pip-installed" in {lock.canonical(d.metadata["Name"])
+                                   for d in importlib.metadata.distributions()}  # it is visible
+    installed = lock.installed_versions()
+    assert "not-pip-installed" not in installed
+    pip_installed = {lock.canonical(d.metadata["Name"])
+                     for d in importlib.metadata.distributions(path=lock.site_folders())}
+    vendored = [p for p in sys.path if p.endswith("_vendor")]
+    assert vendored  # the situation this guards against is real
+    for dist in importlib.metadata.distributions(path=vendored):  # setuptools' bundled copies
+        name = lock.canonical(dist.metadata["Name"])
+        assert name in pip_installed or name not in installed, name
+    assert installed["numpy"][1] == importlib.metadata.version("numpy")
 
 
 def test_differences_name_each_mismatch(tmp_path):
