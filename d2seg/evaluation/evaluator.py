@@ -1,0 +1,84 @@
+"""detectron2's COCOEvaluator, scored by d2seg's COCO evaluation (identical to pycocotools).
+
+detectron2 gathers the predictions, converts them to COCO results and writes
+``coco_instances_results.json`` as always; the bbox/segm scoring goes through
+:func:`d2seg.evaluation.fast_coco.evaluate` instead of ``loadRes`` + ``COCOeval_opt``, and the
+full report (12 numbers, per-class AP, precision/recall arrays) is kept beside the results
+(``coco_report.json`` + ``coco_report.npz``) so that ``d2seg eval --config-file`` reports it
+without scoring the same results a second time. Keypoints and non-default ``maxDets`` fall back to
+detectron2's own path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+
+from detectron2.evaluation import COCOEvaluator
+
+from d2seg.evaluation import coco as coco_report
+from d2seg.evaluation import fast_coco
+from d2seg.files import write_json_atomic
+
+RESULTS_JSON = "coco_instances_results.json"
+
+
+class _Scored:
+    """What detectron2's ``_derive_coco_results`` reads from a COCOeval: stats, eval, params."""
+
+    def __init__(self, evaluation):
+        self.stats = evaluation.stats
+        self.eval = evaluation.eval
+        self.params = evaluation.params
+
+
+class CocoEvaluator(COCOEvaluator):
+    """COCOEvaluator whose bbox/segm AP comes from d2seg's fast, pycocotools-exact path."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.report: dict | None = None  # the d2seg report of the last evaluate()
+
+    def _eval_predictions(self, predictions, img_ids=None):
+        results = list(itertools.chain(*[x["instances"] for x in predictions]))
+        tasks = self._tasks or self._tasks_from_predictions(results)
+        if "keypoints" in tasks or list(self._max_dets_per_image) != [1, 10, 100]:
+            return super()._eval_predictions(predictions, img_ids=img_ids)
+        self._logger.info("Preparing results for COCO format ...")
+        if self._output_dir:  # never leave a report of earlier results beside new ones
+            for name in (coco_report.REPORT_JSON, coco_report.REPORT_ARRAYS):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(self._output_dir, name))
+        to_dataset_id = getattr(self._metadata, "thing_dataset_id_to_contiguous_id", None)
+        if to_dataset_id:
+            reverse = {v: k for k, v in to_dataset_id.items()}
+            for r in results:
+                if r["category_id"] not in reverse:
+                    raise ValueError(f"a prediction has class {r['category_id']}, but the dataset "
+                                     f"has {len(reverse)} classes")
+                r["category_id"] = reverse[r["category_id"]]
+        if self._output_dir:
+            path = os.path.join(self._output_dir, RESULTS_JSON)
+            self._logger.info("Saving results to %s", path)
+            write_json_atomic(path, results)
+        if not self._do_evaluation:
+            self._logger.info("Annotations are not available for evaluation.")
+            return
+        self._logger.info("Evaluating predictions with d2seg's COCO evaluation (pycocotools-exact) ...")
+        report = {}
+        for task in sorted(tasks):
+            key = "segmentation" if task == "segm" else "bbox"
+            dets = [r for r in results if key in r]
+            if not dets:
+                self._results[task] = self._derive_coco_results(None, task)
+                report[task] = {"stats": {n: -1.0 for n in coco_report.STAT_NAMES},
+                                "per_class": {}, "per_class_by_id": {}, "num_detections": 0}
+                continue
+            evaluation = fast_coco.evaluate(self._coco_api, dets, task, image_ids=img_ids)
+            self._results[task] = self._derive_coco_results(
+                _Scored(evaluation), task, class_names=self._metadata.get("thing_classes"))
+            report[task] = coco_report.report_from_evaluation(self._coco_api, evaluation, len(dets))
+        self.report = report
+        if self._output_dir:
+            coco_report.save_report(report, self._output_dir)
