@@ -25,17 +25,21 @@ def run_instance_demo(out_dir="runs/demo", max_iter: int | None = None, num_pict
     from d2seg.engine import run as engine
     from d2seg.evaluation import coco
 
+    from d2seg.engine.run_report import write_run_report
+
     _require_config(INSTANCE_CONFIG)
     ensure_demo()
     out = Path(out_dir) / "instance"
-    cfg = engine.setup(INSTANCE_CONFIG, _schedule(max_iter) + list(overrides), output_dir=out, seed=seed)
+    cfg = engine.setup(INSTANCE_CONFIG, _schedule(max_iter) + list(overrides) + _NO_RUN_REPORT,
+                       output_dir=out, seed=seed)
     engine.train(cfg, resume=False)
 
     meta = MetadataCatalog.get("demo_instances_val")
     results = out / "eval" / "demo_instances_val" / "coco_instances_results.json"
-    report = coco.evaluate_coco(meta.json_file, str(results))
-    written = coco.write_report(report, out / "report", gt=meta.json_file, results=str(results))
-    written["pictures"] = _draw(meta, results, out / "pictures", num_pictures)
+    # the training's last evaluation scored these results already; its report is kept beside them
+    report = coco.load_report(results.parent) or coco.evaluate_coco(meta.json_file, str(results))
+    written = {"pictures": _draw(meta, results, out / "pictures", num_pictures)}
+    written.update(_run_report(write_run_report(cfg)))
     summary = {t: {k: r["stats"][k] for k in ("AP", "AP50", "AP75")} for t, r in report.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return {"metrics": summary, "written": {k: str(v) for k, v in written.items()}, "output": str(out)}
@@ -52,10 +56,12 @@ def run_panoptic_demo(out_dir="runs/demo", max_iter: int | None = None, num_pict
     from d2seg.evaluation.panoptic_quality import format_markdown, pq_compute_folders
     from d2seg.visualize.files import visualize_panoptic
 
+    from d2seg.engine.run_report import write_run_report
+
     _require_config(PANOPTIC_CONFIG)
     ensure_demo()
     out = Path(out_dir) / "panoptic"
-    cfg = engine.setup(PANOPTIC_CONFIG, _schedule(max_iter), output_dir=out, seed=seed)
+    cfg = engine.setup(PANOPTIC_CONFIG, _schedule(max_iter) + _NO_RUN_REPORT, output_dir=out, seed=seed)
     engine.train(cfg, resume=False)
 
     meta = MetadataCatalog.get(cfg.DATASETS.TEST[0])
@@ -69,7 +75,7 @@ def run_panoptic_demo(out_dir="runs/demo", max_iter: int | None = None, num_pict
                        pred_json=pred_json, n=num_pictures)
     summary = {group: {k: pq[group][k] for k in ("pq", "sq", "rq")} for group in ("All", "Things", "Stuff")}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    return {"metrics": summary, "output": str(out)}
+    return {"metrics": summary, "output": str(out), "written": _run_report(write_run_report(cfg))}
 
 
 def export_panoptic_predictions(cfg, weights: str, dataset: str, out_json: Path) -> dict:
@@ -96,6 +102,15 @@ def export_panoptic_predictions(cfg, weights: str, dataset: str, out_json: Path)
         predictions(), out_json, categories,
         thing_label_to_category={v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()},
         stuff_label_to_category={v: k for k, v in meta.stuff_dataset_id_to_contiguous_id.items()})
+
+
+# the demo writes the run report itself, after its pictures and PQ files
+_NO_RUN_REPORT = ["D2SEG.RUN_REPORT", "False"]
+
+
+def _run_report(written: dict) -> dict:
+    """The paths write_run_report wrote (its warnings were logged already)."""
+    return {k: str(v) for k, v in written.items() if k != "warnings"}
 
 
 def _require_config(path: Path) -> None:
@@ -130,7 +145,7 @@ def main_summary(result: dict) -> str:
     lines = []
     for task, m in result["metrics"].items():
         lines.append(f"{task}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in m.items()))
-    lines.append(f"outputs in {result['output']} (report/, pictures/, metrics.json, TensorBoard events)")
+    lines.append(f"outputs in {result['output']} (report.html, report/, analysis/, pictures/, metrics.json, TensorBoard events)")
     return "\n".join(lines)
 
 

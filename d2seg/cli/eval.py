@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", metavar="DIR", default="runs/eval",
                    help="where metrics.json/.md and plots (or pq.json/.md) go")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--analyze", action="store_true",
+                   help="also the error breakdown, per-class P/R/F1 and worst images "
+                        "(d2seg analyze) into OUT/analysis")
     p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides with --config-file")
     p.set_defaults(run=run)
 
@@ -63,14 +66,45 @@ def run(args) -> int:
     return _report_coco(args, args.results, _ground_truth(args))
 
 
-def _report_coco(args, results: str, gt: str) -> int:
+def _report_coco(args, results: str, gt: str, report: dict | None = None) -> int:
+    """Score ``results`` (unless ``report`` holds their scores already) and write the report."""
+    import sys
+    import warnings
+
     from d2seg.evaluation import coco
 
-    report = coco.evaluate_coco(gt, results, args.iou_types)
+    if report is None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", coco.CocoResultsWarning)
+            report = coco.evaluate_coco(gt, results, args.iou_types)
+        for w in caught:
+            if issubclass(w.category, coco.CocoResultsWarning):
+                print(f"warning: {w.message}", file=sys.stderr)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     written = coco.write_report(report, args.out, gt=gt, results=results, plots=not args.no_plots)
     print(coco.markdown_table(report).split("\n\n")[0])
+    if args.analyze:
+        from d2seg.analysis import analyze
+
+        images = _image_root(args)
+        analyze(gt, results, Path(args.out) / "analysis", images_dir=images,
+                iou_types=list(args.iou_types), worst=8 if images else 0,
+                plots=not args.no_plots)
+        written["analysis"] = str(Path(args.out) / "analysis")
+    from d2seg.report import write_report
+
+    written["html"] = str(write_report(args.out))
     print(f"written: {', '.join(sorted(os.path.basename(p) for p in written.values()))} in {args.out}")
     return 0
+
+
+def _image_root(args) -> str | None:
+    """The dataset's image folder (for the worst-image drawings), when a dataset was named."""
+    if not args.dataset:
+        return None
+    root = _ground_truth_metadata(args.dataset, ()).get("image_root", None)
+    return root if root and os.path.isdir(root) else None
 
 
 def _metadata(name: str):
@@ -81,12 +115,29 @@ def _metadata(name: str):
     return registered_metadata(name, where="--dataset")
 
 
+def _ground_truth_metadata(name: str, keys: tuple[str, ...]):
+    """The metadata of a dataset whose ground-truth files are scored (no model runs): from the
+    torch-free catalog, with the files under ``keys`` made to exist (a demo split generated,
+    panoptic-derived labels built) by loading the split; names only detectron2 knows (its
+    builtin COCO splits) from detectron2's catalog."""
+    from d2seg.data import catalog
+
+    try:
+        info = catalog.dataset_info(name, where="--dataset")
+    except D2SegError:
+        return _metadata(name)  # detectron2's builtins, or its error naming the nearest names
+    meta = catalog.CatalogMetadata(info)
+    if any(meta.get(k) and not os.path.exists(meta.get(k)) for k in keys):
+        info.load()
+    return meta
+
+
 def _ground_truth(args) -> str:
     if args.gt:
         return args.gt
     if not args.dataset:
         raise D2SegError("no ground truth", hint="give --gt COCO.json or --dataset NAME")
-    json_file = _metadata(args.dataset).get("json_file", None)
+    json_file = _ground_truth_metadata(args.dataset, ("json_file",)).get("json_file", None)
     if not json_file:
         raise D2SegError(f"dataset {args.dataset!r} has no COCO instances file", where="--dataset")
     return json_file
@@ -115,7 +166,7 @@ def _run_panoptic_files(args) -> int:
         gt_json = args.panoptic_gt_json
         gt_dir = _png_folder(gt_json, args.panoptic_gt_dir, "--panoptic-gt-dir")
     elif args.dataset:
-        meta = _metadata(args.dataset)
+        meta = _ground_truth_metadata(args.dataset, ("panoptic_json", "panoptic_root"))
         gt_json, gt_dir = meta.get("panoptic_json", None), meta.get("panoptic_root", None)
         if not gt_json or not gt_dir:
             raise D2SegError(f"dataset {args.dataset!r} has no panoptic ground truth",
@@ -178,4 +229,11 @@ def _run_model(args) -> int:
         print(f"written: eval_results.json in {cfg.OUTPUT_DIR}")
         return 0
     args.dataset = dataset
-    return _report_coco(args, str(folder / "coco_instances_results.json"), _ground_truth(args))
+    from d2seg.evaluation.coco import load_report
+
+    # the evaluator scored these results already (d2seg.evaluation.evaluator): report its numbers
+    report = load_report(folder)
+    if report is not None:
+        report = {t: report[t] for t in args.iou_types if t in report} or None
+    return _report_coco(args, str(folder / "coco_instances_results.json"), _ground_truth(args),
+                        report=report)

@@ -19,6 +19,17 @@ def add_d2seg_config(cfg: CN) -> CN:
     cfg.D2SEG.CLASSES_FROM_DATA = True
     # Mixed precision: "auto" turns SOLVER.AMP on when training on a GPU.
     cfg.D2SEG.AMP = "auto"
+    # A loss (or RPN proposals) that becomes NaN/Inf: "stop" ends training with one error line;
+    # "recover" reloads the last good periodic checkpoint of this run (before any: the weights
+    # training started from), multiplies the learning rate by RECOVER_LR_FACTOR, says so in one
+    # warning line and goes on, at most RECOVER_MAX_TIMES times (then it stops as "stop" does).
+    # Single-process training only (several processes: "stop").
+    cfg.D2SEG.ON_DIVERGENCE = "stop"
+    cfg.D2SEG.RECOVER_LR_FACTOR = 0.5
+    cfg.D2SEG.RECOVER_MAX_TIMES = 3
+    # At the end of training: report/ (metrics, PR curves, confusion), analysis/ (error
+    # breakdown, worst images) and report.html from the last evaluation (d2seg.engine.run_report).
+    cfg.D2SEG.RUN_REPORT = True
     # MODEL.DEVICE may be "auto": CUDA when available, else CPU (resolved by prepare_config).
     add_modeling_config(cfg)
     return cfg

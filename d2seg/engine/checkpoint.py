@@ -202,6 +202,9 @@ class SafeCheckpointer(D2SegCheckpointer):
         super().__init__(model, save_dir, **kwargs)
         self.record = CheckpointRecord(save_dir)
         self.last_saved: str | None = None  # basename of the last file this object wrote
+        # (basename, iteration) of every file this object wrote, oldest first: the checkpoints
+        # a recovery from a diverged loss may go back to (d2seg.engine.trainer)
+        self.history: list[tuple[str, int | None]] = []
 
     def _local(self) -> bool:
         return bool(self.save_dir) and "://" not in self.save_dir
@@ -227,6 +230,7 @@ class SafeCheckpointer(D2SegCheckpointer):
         self.tag_last_checkpoint(basename)
         self.record.add(basename, kwargs.get("iteration"))
         self.last_saved = basename
+        self.history.append((basename, kwargs.get("iteration")))
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         if not self._local():

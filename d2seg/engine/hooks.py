@@ -37,6 +37,12 @@ class ProgressBar(HookBase):
         self._bar.set_postfix(postfix, refresh=False)
         self._bar.update(1)
 
+    def rewind(self, iteration: int) -> None:
+        """Training went back to ``iteration`` (a recovery from a diverged loss)."""
+        if self._bar is not None:
+            self._bar.n = self._bar.last_print_n = iteration
+            self._bar.refresh()
+
     def after_train(self):
         if self._bar is not None:
             self._bar.close()

@@ -118,16 +118,27 @@ def train(cfg, resume: bool = False) -> dict:
     trainer.resume_or_load(resume=resume)
     try:
         trainer.train()
-    except FloatingPointError as e:  # detectron2's check for a NaN/inf loss
+    except FloatingPointError as e:  # detectron2's check for a NaN/inf loss (or RPN boxes)
+        recovered = len(getattr(trainer, "recoveries", ()))
+        after = (f" (after {recovered} recover{'y' if recovered == 1 else 'ies'} with a lower "
+                 f"learning rate, the most D2SEG.RECOVER_MAX_TIMES allows)") if recovered else ""
+        recover = "" if cfg.D2SEG.ON_DIVERGENCE == "recover" else (
+            ", or set D2SEG.ON_DIVERGENCE recover to reload the last good checkpoint with a "
+            "lower learning rate and go on")
         raise D2SegError(
-            f"training diverged: the loss became NaN or infinite at iteration {trainer.iter}",
+            f"training diverged: the loss became NaN or infinite at iteration {trainer.iter}{after}",
             where=cfg.OUTPUT_DIR,
-            hint="lower SOLVER.BASE_LR or raise SOLVER.WARMUP_ITERS (from scratch, use GN or BN "
-                 "norms); the last good checkpoint is kept and --resume continues from it") from e
+            hint="lower SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS or enable "
+                 "SOLVER.CLIP_GRADIENTS (from scratch, use GN or BN norms); the last good "
+                 f"checkpoint is kept and --resume continues from it{recover}") from e
     finally:
         _report_skipped(cfg, getattr(trainer._trainer, "data_loader", None))
     results = getattr(trainer, "_last_eval_results", None) or {}
     _write_results(cfg, results)
+    if cfg.D2SEG.RUN_REPORT and comm.is_main_process():
+        from d2seg.engine.run_report import write_run_report
+
+        write_run_report(cfg)
     return results
 
 

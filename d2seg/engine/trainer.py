@@ -7,24 +7,41 @@ evaluators to run. A config that contradicts the data is a D2SegError, not a cra
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
+import re
 import weakref
 
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import (
-    COCOEvaluator,
     DatasetEvaluators,
     SemSegEvaluator,
+    verify_results,
 )
+from detectron2.utils import comm
+from detectron2.utils.events import EventStorage
 
 import d2seg.modeling  # noqa: F401  (registers d2seg's backbones with detectron2)
-from d2seg.engine.checkpoint import SafeCheckpointer, SaveOnInterrupt, preserved_rng_states
+from d2seg.engine.checkpoint import (
+    SafeCheckpointer,
+    SaveOnInterrupt,
+    capture_rng_states,
+    preserved_rng_states,
+    restore_rng_states,
+)
 from d2seg.engine.hooks import ProgressBar
 from d2seg.engine.sampler import ResumableTrainLoader
 from d2seg.errors import D2SegError
+from d2seg.evaluation.evaluator import CocoEvaluator
 from d2seg.evaluation.panoptic_evaluator import PanopticEvaluator
+
+logger = logging.getLogger(__name__)
+
+ON_DIVERGENCE = ("stop", "recover")
+PERIODIC_CHECKPOINT = re.compile(r"model_\d{7}\.pth")  # PeriodicCheckpointer's (and Ctrl-C's) names
 
 
 def _load_class_metadata(names) -> None:
@@ -70,12 +87,28 @@ def prepare_config(cfg: CfgNode) -> CfgNode:
         if mask_format and cfg.MODEL.MASK_ON:
             cfg.INPUT.MASK_FORMAT = mask_format
     check_config_matches_dataset(cfg, names)
+    _check_divergence_keys(cfg)
     return cfg
+
+
+def _check_divergence_keys(cfg: CfgNode) -> None:
+    if cfg.D2SEG.ON_DIVERGENCE not in ON_DIVERGENCE:
+        raise D2SegError(f"unknown value {cfg.D2SEG.ON_DIVERGENCE!r}", where="D2SEG.ON_DIVERGENCE",
+                         hint="use stop (end training with an error) or recover (reload the "
+                              "last good checkpoint with a lower learning rate)")
+    if not 0 < cfg.D2SEG.RECOVER_LR_FACTOR < 1:
+        raise D2SegError(f"{cfg.D2SEG.RECOVER_LR_FACTOR} is not between 0 and 1 (exclusive)",
+                         where="D2SEG.RECOVER_LR_FACTOR",
+                         hint="the learning rate is multiplied by it on each recovery, e.g. 0.5")
+    if cfg.D2SEG.RECOVER_MAX_TIMES < 0:
+        raise D2SegError(f"{cfg.D2SEG.RECOVER_MAX_TIMES} is negative",
+                         where="D2SEG.RECOVER_MAX_TIMES", hint="use 0 or more, e.g. 3")
 
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer plus: evaluators picked from the data, best checkpoint, a progress bar,
-    crash-safe checkpoints and exact resume (d2seg.engine.checkpoint, d2seg.engine.sampler)."""
+    crash-safe checkpoints and exact resume (d2seg.engine.checkpoint, d2seg.engine.sampler),
+    and, with ``D2SEG.ON_DIVERGENCE recover``, recovery from a NaN/Inf loss (:meth:`train`)."""
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -123,6 +156,196 @@ class Trainer(DefaultTrainer):
         if "_trainer" in state_dict:
             self._trainer.load_state_dict(state_dict["_trainer"])
 
+    # -- the training loop, and recovery from a diverged loss -----------------------------------
+
+    def train(self):
+        """DefaultTrainer.train, with detectron2's loop (TrainerBase.train) written out so that a
+        recovery can take the iteration back.
+
+        detectron2 raises FloatingPointError when the loss is NaN/Inf, or when the RPN's boxes
+        are (the weights already are). With ``D2SEG.ON_DIVERGENCE recover`` (one process) such
+        a step reloads the newest periodic checkpoint this run saved before the failure (none
+        yet: the state training started from), with its optimizer, schedule and random states;
+        multiplies the learning rate by ``RECOVER_LR_FACTOR`` (the scheduler's base LRs, so the
+        lower rate persists through warm-up, steps and later checkpoints); logs one warning
+        line, records it in OUTPUT_DIR/recoveries.json, and trains on from the checkpoint's next
+        iteration, with the same data from there. After ``RECOVER_MAX_TIMES`` recoveries the
+        next divergence ends training as ``stop`` does.
+        """
+        self._train_loop(self.start_iter, self.max_iter)
+        if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
+            assert hasattr(self, "_last_eval_results"), \
+                "No evaluation results obtained during training!"
+            verify_results(self.cfg, self._last_eval_results)
+            return self._last_eval_results
+
+    def _train_loop(self, start_iter: int, max_iter: int) -> None:
+        d2_logger = logging.getLogger("detectron2.engine.train_loop")  # TrainerBase's lines
+        d2_logger.info("Starting training from iteration {}".format(start_iter))
+        self.iter = self.start_iter = start_iter
+        self.max_iter = max_iter
+        self.recoveries: list[dict] = []
+        with EventStorage(start_iter) as self.storage:
+            try:
+                self.before_train()
+                self._prepare_recovery()
+                while self.iter < max_iter:
+                    self.before_step()
+                    try:
+                        self.run_step()
+                    except FloatingPointError as e:
+                        self._recover(e)
+                        continue
+                    self.after_step()
+                    self.iter += 1
+                if start_iter >= max_iter:  # as TrainerBase: iter == max_iter + 1 when none ran
+                    self.iter = start_iter + 1
+            except Exception:
+                d2_logger.exception("Exception during training:")
+                raise
+            finally:
+                self.after_train()
+
+    def _recovery_enabled(self) -> bool:
+        return self.cfg.D2SEG.ON_DIVERGENCE == "recover" and comm.get_world_size() == 1
+
+    def _prepare_recovery(self) -> None:
+        """Keep (in memory) the state training starts from: the checkpoint of last resort."""
+        self._start_state = None
+        if self.cfg.D2SEG.ON_DIVERGENCE == "recover" and comm.get_world_size() > 1:
+            logger.warning("D2SEG.ON_DIVERGENCE recover works in single-process training only; "
+                           "this run of %d processes stops if the loss diverges",
+                           comm.get_world_size())
+        if not self._recovery_enabled():
+            return
+        self._start_base_lrs = self._base_lrs()
+        self._start_state = {
+            "iteration": self.start_iter - 1,
+            "model": {k: v.detach().clone() for k, v in self._bare_model().state_dict().items()},
+            "trainer": copy.deepcopy(self.state_dict()),
+            "rng_states": capture_rng_states(),
+        }
+
+    def _base_lrs(self) -> list[float]:
+        groups = self._trainer.optimizer.param_groups
+        return list(getattr(self.scheduler, "base_lrs", None) or
+                    [g.get("initial_lr", g["lr"]) for g in groups])
+
+    def _bare_model(self):
+        model = self._trainer.model
+        return getattr(model, "module", model)
+
+    def _recover(self, error: FloatingPointError) -> None:
+        """Reload the last good state with a lower learning rate, or re-raise ``error``."""
+        limit = self.cfg.D2SEG.RECOVER_MAX_TIMES
+        if not self._recovery_enabled() or len(self.recoveries) >= limit:
+            raise error
+        failed_at = self.iter
+        base_before = self._base_lrs()  # what the diverged stretch trained with
+        source, iteration = self._reload_last_good(failed_at)
+        number = len(self.recoveries) + 1
+        lr_before = self._trainer.optimizer.param_groups[0]["lr"]  # the reloaded schedule's
+        base_after = self._lower_lr(self.cfg.D2SEG.RECOVER_LR_FACTOR ** number)
+        self.iter = iteration + 1
+        self._restart_data(self.iter)
+        what = ("the RPN's boxes or scores" if "Predicted boxes" in str(error) else "the loss")
+        factor = self.cfg.D2SEG.RECOVER_LR_FACTOR
+        self.recoveries.append({
+            "failed_at": failed_at, "error": str(error).splitlines()[0], "reloaded": source,
+            "reloaded_iteration": iteration, "continued_at": self.iter, "lr_factor": factor,
+            "base_lr_before": base_before, "base_lr_after": base_after, "lr_before": lr_before,
+            "lr_after": self._trainer.optimizer.param_groups[0]["lr"]})
+        self._write_recoveries()
+        logger.warning(
+            "training diverged at iteration %d (%s became NaN or infinite); reloaded %s "
+            "(iteration %d), LR x%g (base LR %.4g -> %.4g), continuing from iteration %d "
+            "(recovery %d of %d)", failed_at, what, source, iteration, factor, base_before[0],
+            base_after[0], self.iter, number, limit)
+        for hook in self._hooks:
+            rewind = getattr(hook, "rewind", None)
+            if callable(rewind):
+                rewind(self.iter)
+            # the failed step had its before_step and no after_step: close detectron2's timer
+            timer = getattr(hook, "_total_timer", None) if isinstance(hook, hooks.IterationTimer) else None
+            if timer is not None and not timer.is_paused():
+                timer.pause()
+
+    def _reload_last_good(self, failed_at: int) -> tuple[str, int]:
+        """Load the newest periodic checkpoint saved before ``failed_at`` by this run whose
+        file is intact and whose weights are finite; else the state training started from."""
+        seen = set()
+        for name, iteration in reversed(self.checkpointer.history):
+            if name in seen or not PERIODIC_CHECKPOINT.fullmatch(name) or iteration is None \
+                    or iteration >= failed_at:
+                continue
+            seen.add(name)
+            path = os.path.join(self.checkpointer.save_dir, name)
+            try:
+                self.checkpointer.record.verify(path)
+                extra = self.checkpointer.load(path)
+            except (D2SegError, OSError) as e:
+                logger.warning("cannot recover from %s (%s); trying an earlier one", name, e)
+                continue
+            if not self._weights_finite():
+                logger.warning("cannot recover from %s: its weights are not finite; trying an "
+                               "earlier one", name)
+                continue
+            restore_rng_states(extra.pop("rng_states", None))
+            return name, int(iteration)
+        start = self._start_state
+        self._bare_model().load_state_dict(start["model"])
+        self.load_state_dict(copy.deepcopy(start["trainer"]))  # the copy keeps `start` pristine
+        restore_rng_states(start["rng_states"])
+        return "the weights training started from", start["iteration"]
+
+    def _weights_finite(self) -> bool:
+        import torch
+
+        return all(bool(torch.isfinite(v).all()) for v in self._bare_model().state_dict().values()
+                   if v.is_floating_point())
+
+    def _lower_lr(self, total_factor: float) -> list[float]:
+        """Set the base learning rates to those training started with times ``total_factor``
+        (the scheduler's base_lrs and each param group's initial_lr, so that warm-up, steps and
+        checkpoints keep the lower rate), and the current rates in proportion; return them."""
+        scheduler = self.scheduler
+        groups = self._trainer.optimizer.param_groups
+        before = self._base_lrs()
+        after = [b * total_factor for b in self._start_base_lrs]
+        for group, old, new in zip(groups, before, after):
+            group["lr"] = group["lr"] * new / old if old else new
+            group["initial_lr"] = new
+        if hasattr(scheduler, "base_lrs"):
+            scheduler.base_lrs = list(after)
+        if hasattr(scheduler, "_last_lr"):
+            scheduler._last_lr = [g["lr"] for g in groups]
+        return after
+
+    def _restart_data(self, iteration: int) -> None:
+        """The data stream from ``iteration`` on: the batches the failed stretch saw, again."""
+        loader = self._trainer.data_loader
+        if not isinstance(loader, ResumableTrainLoader):
+            return  # a loader of another kind goes on with its stream
+        loader.start_at(iteration)
+        old = self._trainer._data_loader_iter
+        self._trainer._data_loader_iter = iter(loader)
+        close = getattr(old, "close", None)
+        if callable(close):
+            close()
+        # detectron2's JSON writer skips iterations it wrote already: write the replay as well
+        for hook in self._hooks:
+            for writer in getattr(hook, "_writers", ()):
+                last = getattr(writer, "_last_write", None)  # JSON, TensorBoard: an iteration
+                if isinstance(last, int) and not isinstance(last, bool):
+                    writer._last_write = min(last, iteration - 1)
+
+    def _write_recoveries(self) -> None:
+        from d2seg.files import write_json_atomic
+
+        if comm.is_main_process() and self.cfg.OUTPUT_DIR:
+            write_json_atomic(os.path.join(self.cfg.OUTPUT_DIR, "recoveries.json"),
+                              self.recoveries, indent=1)
+
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         meta = MetadataCatalog.get(dataset_name)
@@ -131,15 +354,15 @@ class Trainer(DefaultTrainer):
         evaluators = []
         if kind == "coco":
             tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
-            evaluators.append(COCOEvaluator(dataset_name, tasks=tasks, distributed=True,
-                                            output_dir=out, use_fast_impl=True))
+            evaluators.append(CocoEvaluator(dataset_name, tasks=tasks, distributed=True,
+                                           output_dir=out))
         elif kind == "sem_seg":
             evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=out))
         elif kind == "coco_panoptic_seg":
             evaluators.append(PanopticEvaluator(dataset_name, out))
             if meta.get("json_file", None):
-                evaluators.append(COCOEvaluator(dataset_name, tasks=("bbox", "segm"),
-                                                output_dir=out, use_fast_impl=True))
+                evaluators.append(CocoEvaluator(dataset_name, tasks=("bbox", "segm"),
+                                               output_dir=out))
         else:
             raise D2SegError(f"no evaluator for evaluator_type {kind!r}", where=dataset_name)
         return DatasetEvaluators(evaluators)

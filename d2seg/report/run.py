@@ -68,9 +68,9 @@ def read_run(path, analysis_dir=None) -> RunFolder:
     run.metrics = read_metrics_lines(path / "metrics.json")
     if (path / "config.yaml").is_file():
         run.config = (path / "config.yaml").read_text(encoding="utf-8", errors="replace")
-    for candidate in (path / "report", path):
-        m = _json(candidate / "metrics.json") if candidate != path else None
-        if isinstance(m, dict):
+    for candidate in (path / "report", path):  # train's report/, or an eval --out folder
+        m = _json(candidate / "metrics.json")  # (a training's metrics.json is JSON lines)
+        if isinstance(m, dict) and any(isinstance(v, dict) and "stats" in v for v in m.values()):
             run.eval_metrics, run.eval_dir = m, candidate
             break
     if run.eval_dir is None and (path / "report").is_dir():

@@ -119,3 +119,39 @@ def test_cli_analyze_by_registered_dataset_name_equals_by_files(tmp_path, scenes
     by_files = json.loads((tmp_path / "by_files" / "analysis.json").read_text())
     assert by_name["iou_types"] == by_files["iou_types"]
     assert by_name["iou_types"]["segm"]["counts"]["localization"] == 1
+
+
+def test_eval_analyze_writes_the_analysis_and_a_report(tmp_path, scenes, monkeypatch):
+    """``d2seg eval --results R --dataset D --analyze`` writes OUT/analysis equal to ``d2seg
+    analyze`` on the same files (worst images drawn from the dataset's images), and
+    OUT/report.html with pycocotools' segm AP and the error breakdown."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt, res, images = _scene(tmp_path, scenes)
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    (folder / "mine.yaml").write_text(
+        f"name: mine\nkind: coco_instances\nsplits:\n  val: {{images: {images}, annotations: {gt}}}\n")
+    monkeypatch.setenv("D2SEG_DATASETS", str(folder))
+    out = tmp_path / "eval"
+    assert main(["eval", "--results", str(res), "--dataset", "mine_val", "--out", str(out),
+                 "--analyze"]) == 0
+    assert main(["analyze", "--results", str(res), "--gt", str(gt), "--images", str(images),
+                 "--out", str(tmp_path / "by_analyze")]) == 0
+    ours = json.loads((out / "analysis" / "analysis.json").read_text())
+    reference = json.loads((tmp_path / "by_analyze" / "analysis.json").read_text())
+    assert ours["iou_types"] == reference["iou_types"]
+    assert [w["image_id"] for w in ours["worst"]] == [w["image_id"] for w in reference["worst"]]
+    assert ours["worst"] and all((out / "analysis" / w["png"]).is_file() for w in ours["worst"])
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(gt))
+        ev = COCOeval(coco_gt, coco_gt.loadRes(str(res)), "segm")
+        ev.evaluate(); ev.accumulate(); ev.summarize()
+    page = (out / "report.html").read_text()
+    assert f">{100 * ev.stats[0]:.1f}<" in page
+    assert 'id="errors"' in page and 'id="metrics"' in page

@@ -82,7 +82,8 @@ def test_tiny_coco16_perturbed_ground_truth(shared_data, tmp_path, iou_type, tid
 
 @pytest.mark.slow
 def test_demo_val_predictions(tmp_path, tidecv_reference, scenes):
-    """A few iterations of the demo's Mask R-CNN, every detection kept: its val predictions."""
+    """A few iterations of the demo's Mask R-CNN, every detection kept: its val predictions;
+    also the analysis the run itself wrote (run_report, at the end of training) equals tidecv."""
     from detectron2.data import MetadataCatalog
 
     from d2seg.demo import run_instance_demo
@@ -94,6 +95,9 @@ def test_demo_val_predictions(tmp_path, tidecv_reference, scenes):
     if not json.loads(res.read_text()):
         pytest.skip("3 iterations produced no detection")
     gt = MetadataCatalog.get("demo_instances_val").json_file
+    written = json.loads((tmp_path / "instance" / "analysis" / "analysis.json").read_text())
     for iou_type in ("bbox", "segm"):
         ours = run_tide(gt, str(res), iou_type).summary()
-        scenes.assert_same_as_tidecv(ours, tidecv_reference(gt, res, iou_type))
+        reference = tidecv_reference(gt, res, iou_type)
+        scenes.assert_same_as_tidecv(ours, reference)
+        scenes.assert_same_as_tidecv(written["iou_types"][iou_type], reference)

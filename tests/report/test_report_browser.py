@@ -85,3 +85,47 @@ def test_report_in_headless_chromium(run_folder, browser, tmp_path):
     phone.screenshot(path=str(tmp_path / "report_phone.png"), full_page=False)
     assert problems == []
     assert (tmp_path / "report_desktop.png").stat().st_size > 0
+
+
+def test_a_trained_runs_report_in_headless_chromium(browser, tmp_path):
+    """After a real (3-iteration) demo training, report.html is in the run folder; its COCO table
+    shows the segm AP pycocotools computes from the run's results file; it has the training,
+    error-breakdown and config sections and loads in Chromium with no error and every image."""
+    import contextlib
+    import io
+    import json
+    from pathlib import Path
+
+    from detectron2.data import MetadataCatalog
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from d2seg.demo import run_instance_demo
+
+    result = run_instance_demo(tmp_path, max_iter=3, num_pictures=1,
+                               overrides=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
+    out = Path(result["output"])
+    report = out / "report.html"
+    assert result["written"]["html"] == str(report) and report.is_file()
+    detections = json.loads((out / "eval" / "demo_instances_val" /
+                             "coco_instances_results.json").read_text())
+    assert detections, "the barely trained model kept no detection at score threshold 0"
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(MetadataCatalog.get("demo_instances_val").json_file)
+        ev = COCOeval(gt, gt.loadRes([{k: v for k, v in d.items() if k != "bbox"}
+                                      for d in detections]), "segm")
+        ev.evaluate(); ev.accumulate(); ev.summarize()
+
+    page, problems = _open(browser, report.resolve().as_uri(), 1280)
+    sections = page.eval_on_selector_all("section", "s => s.map(x => x.id)")
+    assert {"training", "metrics", "errors", "config"} <= set(sections), sections
+    rows = page.eval_on_selector(
+        "#metrics table", "t => Array.from(t.tBodies[0].rows).map(r => "
+                          "Array.from(r.cells).map(c => c.textContent.trim()))")
+    segm = next(r for r in rows if r[0] == "segm")
+    assert segm[1] == f"{100 * ev.stats[0]:.1f}"
+    images = page.eval_on_selector_all(
+        "img", "imgs => imgs.map(i => [i.alt, i.complete, i.naturalWidth])")
+    assert images and all(complete and width > 0 for _, complete, width in images), images
+    page.screenshot(path=str(tmp_path / "trained_run_report.png"), full_page=True)
+    assert problems == []

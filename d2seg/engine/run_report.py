@@ -1,0 +1,83 @@
+"""After a run: the files a user looks at, written from what the run's evaluation produced.
+
+``d2seg train`` (and the demo) end with the last evaluation's COCO results in
+``OUTPUT_DIR/eval/<dataset>/``. From those, without scoring or running the model again, this
+writes ``report/`` (metrics.json/.md, PR curves, confusion matrices), ``analysis/`` (the
+TIDE-style error breakdown, per-class P/R/F1, worst images) and ``report.html`` (one offline
+page: curves, tables, plots, errors, config). Each step is best-effort: a failure there is one
+warning line and never costs the trained model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+logger = logging.getLogger("d2seg")
+
+RESULTS_JSON = "coco_instances_results.json"
+
+
+def coco_results(cfg) -> tuple[str, Path] | None:
+    """(dataset, its evaluation folder) of the first test dataset whose COCO results the run's
+    evaluation wrote, or None."""
+    for dataset in cfg.DATASETS.TEST:
+        folder = Path(cfg.OUTPUT_DIR) / "eval" / dataset
+        if (folder / RESULTS_JSON).is_file():
+            return dataset, folder
+    return None
+
+
+def write_run_report(cfg, worst: int = 8) -> dict:
+    """Write report/, analysis/ and report.html in OUTPUT_DIR; return what was written
+    (``report``, ``analysis``, ``html``: paths) and ``warnings`` (one line per step that failed)."""
+    out = Path(cfg.OUTPUT_DIR)
+    written: dict = {"warnings": []}
+
+    def step(name, fn):
+        try:
+            written[name] = fn()
+        except Exception as e:  # noqa: BLE001  (a report must never cost the trained model)
+            line = f"could not write the run's {name}: {type(e).__name__}: {e}"
+            logger.warning(line)
+            written["warnings"].append(line)
+
+    found = coco_results(cfg)
+    if found is not None:
+        dataset, folder = found
+        from detectron2.data import MetadataCatalog
+
+        meta = MetadataCatalog.get(dataset)
+        gt = meta.get("json_file", None)
+        results = str(folder / RESULTS_JSON)
+        if gt and os.path.isfile(gt):
+            step("report", lambda: _coco_report(folder, gt, results, out / "report"))
+            step("analysis", lambda: _analysis(gt, results, meta.get("image_root", None),
+                                               out / "analysis", worst))
+    step("html", lambda: str(_html(out)))
+    return written
+
+
+def _coco_report(folder: Path, gt: str, results: str, report_dir: Path) -> str:
+    from d2seg.evaluation import coco
+
+    report = coco.load_report(folder)  # what the evaluator computed: not scored again
+    if report is None:
+        report = coco.evaluate_coco(gt, results)
+    coco.write_report(report, report_dir, gt=gt, results=results)
+    return str(report_dir)
+
+
+def _analysis(gt: str, results: str, images: str | None, out_dir: Path, worst: int) -> str:
+    from d2seg.analysis import analyze
+
+    images = images if images and os.path.isdir(images) else None
+    analyze(gt, results, out_dir, images_dir=images, worst=worst if images else 0)
+    return str(out_dir)
+
+
+def _html(out: Path) -> Path:
+    from d2seg.report import write_report
+
+    return write_report(out)
