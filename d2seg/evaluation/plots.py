@@ -13,8 +13,10 @@ from d2seg.files import save_figure_atomic  # noqa: E402
 RECALL = np.linspace(0.0, 1.0, 101)  # COCO's 101 recall thresholds
 
 
-def _save(fig, path: str) -> str:
-    save_figure_atomic(fig, path, dpi=110, bbox_inches="tight")
+def _save(fig, path: str, tight: bool = True) -> str:
+    """``tight``: crop to the drawn content (costs a full extra layout pass per axes; panel grids
+    place their margins themselves instead)."""
+    save_figure_atomic(fig, path, dpi=110, **({"bbox_inches": "tight"} if tight else {}))
     return path
 
 
@@ -48,21 +50,28 @@ def pr_curves(precision: np.ndarray, class_names: list[str], path: str, title: s
         return _save(fig, path)
     cols = 8
     rows = -(-len(curves) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 1.8 * rows), sharex=True, sharey=True,
+    height = 1.8 * rows + 0.6
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, height), sharex=True, sharey=True,
                              squeeze=False)
+    # fixed ticks and margins: automatic tick location and tight layout cost seconds per figure
+    # with dozens of panels, and every panel has the same [0, 1] axes anyway
+    first = axes.flat[0]
+    first.set_xlim(0, 1)
+    first.set_ylim(0, 1.02)
+    first.set_xticks([0, 0.5, 1], ["0", ".5", "1"])
+    first.set_yticks([0, 0.5, 1], ["0", ".5", "1"])
     for ax, (name, (p50, mean)) in zip(axes.flat, curves):
         ax.plot(RECALL, p50, color="tab:blue")
         ax.plot(RECALL, mean, color="tab:blue", linestyle="--", linewidth=0.8)
         ax.set_title(f"{name} ({100 * p50.mean():.0f})", fontsize=8)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
         ax.tick_params(labelsize=6)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(curves):]:
         ax.axis("off")
     fig.suptitle(caption + "; panel title: class (AP50)", fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
+    fig.subplots_adjust(left=0.03, right=0.99, bottom=0.25 / height, top=1 - 0.55 / height,
+                        wspace=0.15, hspace=0.45)
+    return _save(fig, path, tight=False)
 
 
 def _axes(ax) -> None:
@@ -90,4 +99,13 @@ def confusion_matrix_png(matrix: np.ndarray, names: list[str], path: str, title:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{title} confusion (IoU >= 0.5, score >= 0.5)")
-    return _save(fig, path)
+    if n <= 10:  # few cells: a tight bounding box is cheap and fits a title wider than the matrix
+        return _save(fig, path)
+    # margins for the class names, computed instead of a tight bounding box (which draws the
+    # n x n cell texts a second time)
+    label = 0.6 + 0.075 * (fontsize / 8) * max((len(str(x)) for x in names), default=1)
+    width, height = side + label, side + label
+    fig.set_size_inches(width, height)
+    fig.subplots_adjust(left=label / width, bottom=label / height, right=1 - 0.15 / width,
+                        top=1 - 0.45 / height)
+    return _save(fig, path, tight=False)
