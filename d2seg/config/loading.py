@@ -62,6 +62,15 @@ def _translate(error: Exception, cfg: CfgNode, source: str) -> D2SegError:
     return D2SegError(text, file=source)
 
 
+def _unsafe_tag_error(error: yaml.constructor.ConstructorError, path: str) -> D2SegError:
+    """A YAML tag ``yaml.safe_load`` does not build (``!!python/...``): refused, never run."""
+    mark = getattr(error, "problem_mark", None)
+    return D2SegError(f"YAML tag not allowed in a config file ({getattr(error, 'problem', error)})",
+                      file=path, where=f"line {mark.line + 1}" if mark else None,
+                      hint="configs are read with yaml.safe_load: use plain values "
+                           "(numbers, strings, lists, mappings)")
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> CfgNode:
     """A frozen config from a YAML file (with ``_BASE_`` inheritance) and ``KEY VALUE`` overrides."""
     cfg = get_cfg()
@@ -71,7 +80,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
             raise D2SegError("config file not found", file=path)
         _check_bases(path)
         try:
-            cfg.merge_from_file(path)
+            # allow_unsafe=False: detectron2's default (True) retries a file safe_load refuses
+            # with yaml.unsafe_load, which runs tags such as !!python/object/apply
+            cfg.merge_from_file(path, allow_unsafe=False)
+        except yaml.constructor.ConstructorError as e:
+            raise _unsafe_tag_error(e, path) from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f"line {mark.line + 1}" if mark else None
@@ -96,6 +109,8 @@ def _check_bases(path: str, seen: tuple[str, ...] = ()) -> None:
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
+    except yaml.constructor.ConstructorError as e:
+        raise _unsafe_tag_error(e, path) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise D2SegError(f"not valid YAML ({getattr(e, 'problem', e)})", file=path,
