@@ -234,16 +234,31 @@ def fetch_sdist(indexes: list[str] | None = None) -> Path:
                 f"{SDIST_SHA256}; the index serves a different file: use a trusted index "
                 "(PIP_INDEX_URL) and run again"
             )
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".part")
-        tmp.write_bytes(data)
-        os.replace(tmp, cached)
+        _write_cached(cached, data)
         return cached
     raise InstallError(
         f"{SDIST_PROJECT}=={DIST_VERSION} was not found on the configured package index(es) "
         f"({', '.join(tried)}); point pip at an index that mirrors it (PIP_INDEX_URL), "
         f"or install detectron2 yourself and run again"
     )
+
+
+def _write_cached(path: Path, data: bytes) -> None:
+    """``data`` to a new, uniquely named file beside ``path`` (``mkstemp``: O_EXCL, so a file or
+    symlink already at a name is never opened, and two installs never share one), then renamed
+    onto ``path``; on failure the temporary file is removed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _redact(url: str) -> str:

@@ -131,3 +131,19 @@ def test_wheel_layout_from_the_real_sdist(tmp_path, monkeypatch):
     assert not any(n.endswith((".so", ".cpp", ".cu")) for n in names)
     assert "d2seg.compat.c_extension" in standin
     assert len(record.splitlines()) == len(names)
+
+
+def test_download_cache_write_does_not_follow_a_planted_symlink(tmp_path):
+    """A symlink planted at the old fixed temporary name (``<sdist>.part``) beside the cache
+    entry: the file it points to is untouched, the cache entry is a regular file with the
+    downloaded bytes, and no temporary file is left."""
+    cached = tmp_path / "cache" / "d2seg" / installer.SDIST_FILENAME
+    cached.parent.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    planted = cached.with_suffix(".part")
+    planted.symlink_to(victim)
+    installer._write_cached(cached, b"downloaded bytes")
+    assert victim.read_text() == "untouched"
+    assert not cached.is_symlink() and cached.read_bytes() == b"downloaded bytes"
+    assert sorted(p.name for p in cached.parent.iterdir()) == sorted([cached.name, planted.name])
