@@ -149,8 +149,9 @@ def _write_labels(path: Path, labels: np.ndarray) -> None:
 
 def _draw_output(image: np.ndarray, output: dict, score_thresh: float, class_names,
                  stuff_names, stuff_colors) -> np.ndarray:
-    """The picture of one prediction: panoptic segments if the model makes them, else instances,
-    else the semantic label map."""
+    """The picture of one prediction (BGR, like ``image``): panoptic segments if the model makes
+    them, else instances, else the semantic label map. ``stuff_colors``: RGB, as detectron2's
+    metadata has them."""
     from d2seg.visualize.inputs import instances_from_detectron2
     from d2seg.visualize.render import draw_instances, draw_panoptic, draw_semantic
 
@@ -172,8 +173,12 @@ def _draw_output(image: np.ndarray, output: dict, score_thresh: float, class_nam
         keep = keep[keep.scores >= score_thresh].to("cpu")
         return draw_instances(image, **instances_from_detectron2(keep).draw_kwargs(),
                               class_names=class_names)
+    # the image is BGR (OpenCV) while detectron2's metadata colours are RGB, as d2seg visualize
+    # assumes too (ClassSpace)
+    colours = (None if stuff_colors is None
+               else np.asarray(stuff_colors, np.uint8).reshape(-1, 3)[:, ::-1])
     return draw_semantic(image, output["sem_seg"].argmax(0).to("cpu").numpy(), stuff_names,
-                         stuff_colors)
+                         colours)
 
 
 def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int = 4,
