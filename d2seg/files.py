@@ -15,7 +15,7 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import IO, BinaryIO, Iterator
 
 #: Suffix of the temporary files; a folder's leftovers (a killed run) can be found by it.
 TEMP_SUFFIX = ".d2seg-tmp"
@@ -25,15 +25,32 @@ def is_leftover_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
+def open_temporary_beside(path: str | os.PathLike, mode: str = "xb",
+                          **open_options) -> tuple[Path, IO]:
+    """A new, uniquely named file in ``path``'s folder (created if missing), open for writing,
+    and its path: ``.<name>.<random>.d2seg-tmp``. ``mode`` must create (``"x"``/``"xb"``), so an
+    existing file, or a symlink planted at the name, is never opened (a new name is drawn)."""
+    if "x" not in mode:
+        raise ValueError(f"mode must create a new file ('x'), got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        try:
+            return tmp, open(tmp, mode, **open_options)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, *, durable: bool = False) -> Iterator[BinaryIO]:
     """A binary file to write ``path``'s new content to; it replaces ``path`` when the block
     ends without an exception. ``durable``: fsync the data and the folder (checkpoints)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    tmp, file = open_temporary_beside(path)  # "x": never another writer's file
     try:
-        with open(tmp, "xb") as f:  # "x": never another writer's file
+        with file as f:
             yield f
             if durable:
                 f.flush()
@@ -86,6 +103,27 @@ def write_png_atomic(path: str | os.PathLike, image) -> Path:
     if not ok:
         raise D2SegError("could not encode the PNG", file=str(path))
     return write_bytes_atomic(path, buffer.tobytes())
+
+
+class UniqueNames:
+    """Hands out output names, each at most once, so that inputs with the same name (``a/x.png``
+    and ``b/x.png``) get separate outputs: a name already handed out gets a numeric suffix,
+    ``x`` -> ``x_2``, ``x_3``, ... (the first one free). Names are compared case-folded, as a
+    case-insensitive file system would (``X`` and ``x`` are one file there)."""
+
+    def __init__(self, taken=()):
+        self._taken = {str(n).casefold() for n in taken}
+
+    def __contains__(self, name: str) -> bool:
+        return name.casefold() in self._taken
+
+    def take(self, name: str) -> str:
+        unique, n = name, 1
+        while unique in self:
+            n += 1
+            unique = f"{name}_{n}"
+        self._taken.add(unique.casefold())
+        return unique
 
 
 def save_figure_atomic(fig, path: str | os.PathLike, **savefig_options) -> Path:

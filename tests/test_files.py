@@ -66,3 +66,24 @@ def test_png_and_figure(tmp_path):
     assert cv2.imread(str(tmp_path / "f.png")).shape[:2] == (50, 100)
     assert not plt.fignum_exists(fig.number)  # closed: plots in a loop do not pile up
     assert not _leftovers(tmp_path)
+
+
+def test_temporary_file_never_opens_a_planted_symlink(tmp_path, monkeypatch):
+    """A symlink planted at the temporary name drawn first: ``atomic_output`` draws another
+    name, the symlink's target is untouched and the output is a regular file."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    draws = iter(["aaaaaaaa", "bbbbbbbb"])
+    monkeypatch.setattr(files.secrets, "token_hex", lambda n: next(draws))
+    (tmp_path / f".out.json.aaaaaaaa{files.TEMP_SUFFIX}").symlink_to(victim)
+    files.write_text_atomic(tmp_path / "out.json", "new")
+    assert victim.read_text() == "untouched"
+    assert (tmp_path / "out.json").read_text() == "new" and not (tmp_path / "out.json").is_symlink()
+    with pytest.raises(ValueError):  # a mode that would open an existing file is refused
+        files.open_temporary_beside(tmp_path / "x", "wb")
+
+
+def test_unique_names_add_a_numeric_suffix():
+    """Hand-checked: repeats get _2, _3 (case-folded); a name a suffix already took moves on."""
+    names = files.UniqueNames()
+    assert [names.take(n) for n in ["x", "x", "X", "x_2", "y"]] == ["x", "x_2", "X_3", "x_2_2", "y"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from d2seg.data.images import read_image
 from d2seg.errors import D2SegError
+from d2seg.files import UniqueNames, open_temporary_beside, write_png_atomic
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -31,6 +33,8 @@ class Frame:
     name: str          # file name, or "video.mp4#123" for a video frame
     image: np.ndarray  # BGR uint8
     video: str | None = None
+    stem: str = ""     # the input's output stem (see ``output_stems``)
+    source: str = ""   # the image file's path as found (a video's is ``video``)
 
 
 def expand_sources(sources) -> list[Path]:
@@ -56,10 +60,36 @@ def expand_sources(sources) -> list[Path]:
     return found
 
 
+def output_stems(files: list[Path]) -> list[str]:
+    """The stem each input's outputs are named by, unique among the inputs: ``rendered/<stem>.png``
+    and ``semantic/<stem>.png`` for an image, ``rendered/<stem>.mp4`` and
+    ``semantic/<stem>_<frame index>.png`` for a video. It is the file's own stem; when an earlier
+    image (or video) of the inputs already has it (``a/x.png`` then ``b/x.png``, or ``x.png``
+    beside ``x.jpg``), a numeric suffix is added: ``x_2``, ``x_3``, ... (the first free one, see
+    ``d2seg.files.UniqueNames``). An image stem that would name a video's frame (``clip_000012``
+    beside ``clip.mp4``) gets a suffix too. ``images.json`` records each input's path and its
+    outputs' names."""
+    videos, images = UniqueNames(), UniqueNames()
+    stems = [videos.take(p.stem) if p.suffix.lower() in VIDEO_EXTS else None for p in files]
+
+    def names_a_frame(stem: str) -> bool:
+        found = re.fullmatch(r"(.*)_\d{6,}", stem)
+        return bool(found) and found.group(1) in videos
+
+    for i, path in enumerate(files):
+        if stems[i] is None:
+            stem, n = path.stem, 1
+            while stem in images or names_a_frame(stem):
+                n += 1
+                stem = f"{path.stem}_{n}"
+            stems[i] = images.take(stem)
+    return stems
+
+
 def iter_frames(files: list[Path]) -> Iterator[Frame]:
     """Images and video frames in order, with consecutive image ids starting at 1."""
     image_id = 0
-    for path in files:
+    for path, stem in zip(files, output_stems(files)):
         if path.suffix.lower() in VIDEO_EXTS:
             capture = cv2.VideoCapture(str(path))
             if not capture.isOpened():
@@ -71,7 +101,8 @@ def iter_frames(files: list[Path]) -> Iterator[Frame]:
                     if not ok:
                         break
                     image_id += 1
-                    yield Frame(image_id, f"{path.name}#{index}", frame, video=str(path))
+                    yield Frame(image_id, f"{path.name}#{index}", frame, video=str(path),
+                                stem=stem)
                     index += 1
             finally:
                 capture.release()
@@ -80,7 +111,7 @@ def iter_frames(files: list[Path]) -> Iterator[Frame]:
             # truncated or non-image file is one error line (OpenCV half-decodes or says nothing)
             image = read_image(path, "BGR")
             image_id += 1
-            yield Frame(image_id, path.name, image)
+            yield Frame(image_id, path.name, image, stem=stem, source=str(path))
 
 
 class BatchPredictor:
@@ -134,17 +165,26 @@ def instances_to_coco(instances, image_id: int, contiguous_to_category: dict | N
 
 
 def _frame_stem(frame: Frame) -> str:
-    """File stem for a frame's outputs: the image's stem, or ``<video stem>_<frame index>``."""
+    """File stem for a frame's outputs: its input's output stem (``output_stems``; the image's
+    stem when the frame has none), and for a video frame ``<that stem>_<frame index>``."""
+    stem = frame.stem or Path(frame.video or frame.name).stem
     if frame.video is None:
-        return Path(frame.name).stem
-    return f"{Path(frame.video).stem}_{int(frame.name.rsplit('#', 1)[1]):06d}"
+        return stem
+    return f"{stem}_{int(frame.name.rsplit('#', 1)[1]):06d}"
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    """A PNG written atomically; a failed encode or write is one D2SegError naming the file."""
+    try:
+        write_png_atomic(path, image)
+    except OSError as e:
+        raise D2SegError(f"could not write the image ({e.strerror or e})", file=str(path),
+                         hint="check that the output folder is writable and has space") from None
 
 
 def _write_labels(path: Path, labels: np.ndarray) -> None:
     """A semantic label map as a PNG (uint8 up to 255 classes, else 16-bit), atomically."""
-    from d2seg.files import write_png_atomic
-
-    write_png_atomic(path, labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16))
+    _write_png(path, labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16))
 
 
 def _draw_output(image: np.ndarray, output: dict, score_thresh: float, class_names,
@@ -204,6 +244,8 @@ def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int =
         for frame, output in zip(batch, predictor([f.image for f in batch])):
             entry = {"id": frame.image_id, "file_name": frame.name,
                      "height": frame.image.shape[0], "width": frame.image.shape[1]}
+            if frame.video is None and frame.source:
+                entry["source"] = frame.source
             if "instances" in output:
                 results.extend(instances_to_coco(output["instances"], frame.image_id,
                                                  contiguous_to_category))
@@ -212,11 +254,12 @@ def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int =
                 label_file = out / "semantic" / f"{_frame_stem(frame)}.png"
                 _write_labels(label_file, output["sem_seg"].argmax(0).to("cpu").numpy())
                 entry["sem_seg_file_name"] = str(label_file.relative_to(out))
-            images.append(entry)
             if render:
                 drawn = _draw_output(frame.image, output, score_thresh, class_names,
                                      stuff_names, stuff_colors)
-                _write_rendered(out, frame, drawn, writers)
+                entry["rendered_file_name"] = str(_write_rendered(out, frame, drawn, writers)
+                                                  .relative_to(out))
+            images.append(entry)
             bar.update(1)
 
     batch: list[Frame] = []
@@ -241,18 +284,31 @@ def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int =
             "rendered": str(out / "rendered"), "semantic": str(semantic) if semantic.is_dir() else None}
 
 
-def _write_rendered(out: Path, frame: Frame, drawn: np.ndarray, writers: dict) -> None:
+def rendered_path(out: Path, frame: Frame) -> Path:
+    """Where a frame's picture goes: ``rendered/<stem>.png`` for an image, the video's
+    ``rendered/<stem>.mp4`` for a video frame (stems from ``output_stems``)."""
+    stem = frame.stem or Path(frame.video or frame.name).stem
+    return Path(out) / "rendered" / (stem + (".png" if frame.video is None else ".mp4"))
+
+
+def _write_rendered(out: Path, frame: Frame, drawn: np.ndarray, writers: dict) -> Path:
+    """Write a frame's picture (BGR); returns the file it went to."""
+    path = rendered_path(out, frame)
     if frame.video is None:
-        cv2.imwrite(str(out / "rendered" / (Path(frame.name).stem + ".png")), drawn)
-        return
+        _write_png(path, drawn)
+        return path
     if frame.video not in writers:
         capture = cv2.VideoCapture(frame.video)
         fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
         capture.release()
-        path = out / "rendered" / (Path(frame.video).stem + ".mp4")
         h, w = drawn.shape[:2]
-        writers[frame.video] = (cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h)), path)
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        if not writer.isOpened():
+            raise D2SegError("could not open the video for writing", file=str(path),
+                             hint="check that the output folder is writable")
+        writers[frame.video] = (writer, path)
     writers[frame.video][0].write(drawn)
+    return path
 
 
 def _count_frames(files: list[Path]) -> int:
@@ -274,15 +330,16 @@ def _isatty() -> bool:
 
 
 class _JsonListWriter:
-    """A JSON list written item by item to ``path.tmp`` and renamed to ``path`` by ``commit()``:
-    the same bytes as ``json.dumps(list)``, without holding the list. ``discard()`` (after a
-    failure) removes the partial file and leaves an earlier ``path`` as it was."""
+    """A JSON list written item by item to a new, uniquely named temporary file beside ``path``
+    (``d2seg.files.open_temporary_beside``: two runs never share one, and a file or symlink
+    already at a name is never opened) and renamed to ``path`` by ``commit()``: the same bytes
+    as ``json.dumps(list)``, without holding the list. ``discard()`` (after a failure) removes
+    the partial file and leaves an earlier ``path`` as it was."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.tmp = path.with_suffix(path.suffix + ".tmp")
-        self.count = 0
-        self._file = open(self.tmp, "w")
+        self.count, self._committed = 0, False
+        self.tmp, self._file = open_temporary_beside(path, "x", encoding="utf-8")
         self._file.write("[")
 
     def append(self, item) -> None:
@@ -300,9 +357,10 @@ class _JsonListWriter:
         self._file.write("]")
         self._file.close()
         os.replace(self.tmp, self.path)
+        self._committed = True
 
     def discard(self) -> None:
         if not self._file.closed:
             self._file.close()
-        if self.tmp.exists():
-            self.tmp.unlink()
+        if not self._committed:
+            self.tmp.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from typing import Iterable
 import numpy as np
 
 from d2seg.errors import D2SegError
-from d2seg.files import write_json_atomic, write_png_atomic
+from d2seg.files import UniqueNames, write_json_atomic, write_png_atomic
 
 
 def ids_to_rgb(ids: np.ndarray) -> np.ndarray:
@@ -83,17 +83,20 @@ def export_coco_panoptic(predictions: Iterable[tuple[dict, np.ndarray, list[dict
     ``predictions``: (image, panoptic ids (H, W), detectron2-style segments_info) per image,
     ``image`` a COCO image dict (``id``, ``file_name``, ``height``, ``width``). PNGs go to
     ``png_folder`` (default: ``out_json`` without ``.json``, panopticapi's convention) named
-    after the image with a ``.png`` suffix.
+    after the image's file name with a ``.png`` suffix; an image whose name an earlier one
+    already took (``a/x.jpg`` and ``b/x.jpg``, or ``x.jpg`` and ``x.png``) gets a numeric
+    suffix, ``x_2.png``, ``x_3.png``, ... (``d2seg.files.UniqueNames``). Each annotation's
+    ``file_name`` names its PNG.
     """
     out_json = Path(out_json)
     png_folder = Path(png_folder) if png_folder else out_json.with_suffix("")
-    images, annotations = [], []
+    images, annotations, names = [], [], UniqueNames()
     for image, ids, segments in predictions:
         ids = np.asarray(ids.cpu() if hasattr(ids, "cpu") else ids)
         if "height" in image and tuple(ids.shape) != (image["height"], image["width"]):
             raise D2SegError(f"panoptic map is {ids.shape[1]}x{ids.shape[0]} but the image is "
                              f"{image['width']}x{image['height']}", where=f"image {image['id']}")
-        file_name = str(Path(image["file_name"]).with_suffix(".png").name)
+        file_name = names.take(Path(image["file_name"]).stem) + ".png"
         write_panoptic_png(png_folder / file_name, ids)
         images.append({k: image[k] for k in ("id", "file_name", "height", "width") if k in image})
         annotations.append({"image_id": image["id"], "file_name": file_name,

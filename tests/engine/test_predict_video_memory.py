@@ -21,10 +21,16 @@ import torch
 
 from d2seg.diagnostics import tiny_mask_rcnn_cfg
 from d2seg.engine import predict as predict_mod
+from d2seg.files import is_leftover_temporary
 
 H, W = 120, 160
 BATCH = 4
 SHORT, LONG = 48, 192  # frames
+
+
+def _temporaries(folder) -> list[str]:
+    """Temporary files left in ``folder`` (the results writers' are named as d2seg.files')."""
+    return [p.name for p in folder.iterdir() if is_leftover_temporary(p.name)]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +111,7 @@ def _check_outputs(out, n: int):
     results = json.loads((out / "results.json").read_text())
     assert {r["image_id"] for r in results} == {im["id"] for im in images}  # every frame has detections
     assert all(isinstance(r["segmentation"]["counts"], str) for r in results)
-    assert not list(out.glob("*.tmp"))
+    assert not list(out.glob("*.tmp")) and not _temporaries(out)
     return len(results)
 
 
@@ -153,7 +159,7 @@ def test_json_list_writer_writes_what_json_dumps_writes(tmp_path, items):
     writer.discard()  # after commit: nothing to remove
     assert (tmp_path / "r.json").read_text() == json.dumps(items)
     assert json.loads((tmp_path / "r.json").read_text()) == items
-    assert not (tmp_path / "r.json.tmp").exists()
+    assert not (tmp_path / "r.json.tmp").exists() and not _temporaries(tmp_path)
 
 
 def test_failed_predict_leaves_earlier_results_and_no_partial_file(model, tmp_path, monkeypatch, one_thread):
@@ -176,4 +182,5 @@ def test_failed_predict_leaves_earlier_results_and_no_partial_file(model, tmp_pa
         predict_mod.predict(cfg, [_video(tmp_path / "clip.mp4", 3 * BATCH)], out, weights=weights,
                             batch_size=BATCH, render=False, progress=False)
     assert (out / "results.json").read_text() == "[]"
-    assert not list(out.glob("*.tmp")) and not (out / "images.json").exists()
+    assert not list(out.glob("*.tmp")) and not _temporaries(out)
+    assert not (out / "images.json").exists()

@@ -97,3 +97,22 @@ def test_detectron2_panoptic_loader_reads_the_export(tmp_path):
                         if s["isthing"])
         expected = sorted((s["id"], THING_TO_CAT[s["category_id"]]) for s in infos if s["isthing"])
         assert things == expected
+
+
+def test_same_file_name_in_two_folders_gives_two_pngs(tmp_path):
+    """Images ``a/x.jpg`` and ``b/x.jpg``: two PNGs, ``x.png`` and ``x_2.png`` in input order,
+    each read back by panopticapi's rgb2id as its own map, and each annotation names its PNG."""
+    first, second = _predictions(2)
+    first[0].update(file_name="a/x.jpg")
+    second[0].update(file_name="b/x.jpg")
+    out_json = tmp_path / "panoptic.json"
+    data = export_coco_panoptic([first, second], out_json, CATEGORIES,
+                                thing_label_to_category=THING_TO_CAT,
+                                stuff_label_to_category=STUFF_TO_CAT)
+    png_dir = out_json.with_suffix("")
+    assert sorted(p.name for p in png_dir.iterdir()) == ["x.png", "x_2.png"]
+    assert [a["file_name"] for a in data["annotations"]] == ["x.png", "x_2.png"]
+    assert [i["file_name"] for i in data["images"]] == ["a/x.jpg", "b/x.jpg"]
+    for (_, pan, _), ann in zip((first, second), data["annotations"]):
+        ids = rgb2id(np.array(Image.open(png_dir / ann["file_name"]), dtype=np.uint32))
+        assert np.array_equal(ids, pan.numpy())
