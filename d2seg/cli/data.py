@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -51,7 +52,9 @@ def add_parser(sub) -> None:
     c = csub.add_parser("labelme", help="a folder of labelme JSON files")
     c.add_argument("src", help="folder with labelme *.json")
     c.add_argument("out", help="output COCO JSON")
-    c.add_argument("--labels", help="comma-separated class order (default: sorted names)")
+    c.add_argument("--labels", help="class order: comma-separated names, or a labels file with "
+                   "one name a line (labelme's labels.txt); __ignore__ is never a class "
+                   "(default: sorted names)")
     c.set_defaults(run=run_convert)
     for name, what in (("masks", "instance-id PNGs: class_index*divisor + instance"),
                        ("semantic", "semantic PNGs: pixel = class index")):
@@ -216,7 +219,9 @@ def run_convert(args) -> int:
     from d2seg.data import converters
 
     if args.convert_from == "labelme":
-        labels = args.labels.split(",") if args.labels else None
+        labels = args.labels or None
+        if labels and not os.path.isfile(labels):
+            labels = labels.split(",")
         summary = converters.labelme_to_coco(args.src, args.out, labels=labels)
     elif args.convert_from == "masks":
         summary = converters.instance_masks_to_coco(

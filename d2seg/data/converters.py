@@ -6,7 +6,10 @@ Layouts (documented once, here):
   ``polygon`` and ``rectangle`` become instances; shapes with the same label and ``group_id``
   are one instance of several polygons. Image size is taken from ``imageHeight``/``imageWidth``;
   ``file_name`` is ``imagePath`` relative to the folder. Category ids are 1..K in the order of
-  ``labels`` if given, else of the sorted label names. Other shape types are skipped and counted.
+  ``labels`` if given (a list, or a labels file: one name a line, as labelme's ``labels.txt``),
+  else of the sorted label names. Shapes labelled ``__ignore__`` are skipped and counted, and
+  ``__ignore__`` is never a category (labelme's own COCO export drops it the same way; its
+  ``_background_`` is kept as a category). Other shape types are skipped and counted.
 * **instance masks**: one PNG per image (8- or 16-bit, single channel), Cityscapes-style:
   pixel value ``class_index * divisor + instance`` with ``class_index`` 1-based into
   ``classes`` and ``instance`` >= 1; values below ``divisor`` (0 = background, or semantic
@@ -61,9 +64,40 @@ def _read_json(path: Path) -> dict:
         raise D2SegError(f"not valid JSON ({e})", file=str(path)) from None
 
 
+#: labelme's label for shapes that mark regions to ignore; never a class.
+LABELME_IGNORE = "__ignore__"
+
+
+def read_labels_file(path: str | os.PathLike) -> list[str]:
+    """Class names from a labels file, one a line (labelme's ``labels.txt``); blank lines are
+    skipped, ``__ignore__`` is dropped, a name listed twice is an error naming the file."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise D2SegError(f"cannot read the labels file ({getattr(e, 'strerror', None) or e})",
+                         file=str(path)) from None
+    names, seen = [], {}
+    for number, line in enumerate(lines, start=1):
+        name = line.strip()
+        if not name or name == LABELME_IGNORE:
+            continue
+        if name in seen:
+            raise D2SegError(f"label {name!r} is listed twice (first on line {seen[name]})",
+                             file=str(path), where=f"line {number}")
+        seen[name] = number
+        names.append(name)
+    return names
+
+
 def labelme_to_coco(src_dir: str | os.PathLike, out_json: str | os.PathLike, *,
-                    labels: list[str] | None = None) -> dict:
-    """Convert a labelme folder to one COCO instances JSON; returns a summary dict."""
+                    labels: list[str] | str | os.PathLike | None = None) -> dict:
+    """Convert a labelme folder to one COCO instances JSON; returns a summary dict.
+
+    ``labels``: the class order, as a list of names or the path of a labels file
+    (``read_labels_file``); ``__ignore__`` in it is dropped. A label used in the files but not
+    listed is an error naming the labels file (or, for a list, the first labelme file using it).
+    """
     src = Path(src_dir)
     files = sorted(src.rglob("*.json"))
     if not files:
@@ -77,12 +111,28 @@ def labelme_to_coco(src_dir: str | os.PathLike, out_json: str | os.PathLike, *,
             if key not in doc:
                 raise D2SegError(f"labelme file has no '{key}'", file=str(f), where=key)
         docs.append((f, doc))
-    found = sorted({s["label"] for _, d in docs for s in d["shapes"]})
+    labels_file = None
+    if isinstance(labels, (str, os.PathLike)):
+        labels_file, labels = str(labels), read_labels_file(labels)
+    elif labels is not None:
+        labels = [str(n) for n in labels if str(n) != LABELME_IGNORE]
+        if duplicated := sorted({n for n in labels if labels.count(n) > 1}):
+            raise D2SegError(f"labels {duplicated} are listed twice", where="--labels")
+    used: dict[str, Path] = {}  # label -> first labelme file using it
+    for f, d in docs:
+        for shape in d["shapes"]:
+            used.setdefault(shape["label"], f)
+    found = sorted(n for n in used if n != LABELME_IGNORE)
     if labels is None:
         labels = found
-    elif missing := [x for x in found if x not in labels]:
-        raise D2SegError(f"labels {missing} are not in the given label list",
-                         hint="add them to --labels")
+    elif missing := [n for n in used if n != LABELME_IGNORE and n not in labels]:
+        first, others = missing[0], missing[1:]  # in the order the files use them
+        also = f" (nor are {others})" if others else ""
+        if labels_file is not None:
+            raise D2SegError(f"label {first!r}, used in {used[first]}, is not listed{also}",
+                             file=labels_file, hint="add it to the labels file")
+        raise D2SegError(f"label {first!r} is not in the --labels list{also}",
+                         file=str(used[first]), where="--labels", hint="add it to --labels")
     cat_id = {n: i + 1 for i, n in enumerate(labels)}
     images, annotations, skipped = [], [], Counter()
     for image_id, (f, doc) in enumerate(docs, start=1):
@@ -92,6 +142,9 @@ def labelme_to_coco(src_dir: str | os.PathLike, out_json: str | os.PathLike, *,
         images.append({"id": image_id, "file_name": rel.as_posix(), "height": h, "width": w})
         groups: dict = {}
         for k, s in enumerate(doc["shapes"]):
+            if s["label"] == LABELME_IGNORE:
+                skipped[LABELME_IGNORE] += 1
+                continue
             kind = s.get("shape_type") or "polygon"
             pts = np.asarray(s.get("points", []), dtype=float).reshape(-1, 2)
             if kind == "rectangle" and len(pts) == 2:

@@ -85,6 +85,69 @@ def test_labelme_cli_with_label_order(labelme_dir, tmp_path, capsys):
     assert "apple" in capsys.readouterr().err
 
 
+def _with_ignore_shapes(labelme_dir):
+    """Adds an ``__ignore__`` polygon to each labelme file of ``labelme_dir``."""
+    for path, points in ((labelme_dir / "one.json", PENTA), (labelme_dir / "sub" / "two.json", TRI)):
+        doc = json.loads(path.read_text())
+        doc["shapes"].append(_shape("__ignore__", points))
+        path.write_text(json.dumps(doc))
+
+
+def test_labelme_ignore_label_is_no_class(labelme_dir, tmp_path):
+    """``__ignore__`` shapes make no category and no annotation (labelme's own COCO export skips
+    them the same way): the JSON equals the one converted from the files without them, and the
+    two skipped shapes are counted."""
+    reference = tmp_path / "reference.json"
+    labelme_to_coco(labelme_dir, reference)
+    _with_ignore_shapes(labelme_dir)
+    out = tmp_path / "coco.json"
+    summary = labelme_to_coco(labelme_dir, out)
+    assert summary["skipped_shapes"] == {"circle": 1, "__ignore__": 2}
+    assert json.loads(out.read_text()) == json.loads(reference.read_text())
+    # an explicit list without __ignore__ is enough, and __ignore__ in it is dropped too
+    for labels in (["zebra", "apple"], ["__ignore__", "zebra", "apple"]):
+        labelme_to_coco(labelme_dir, out, labels=labels)
+        assert [c["name"] for c in json.loads(out.read_text())["categories"]] == ["zebra", "apple"]
+
+
+def test_labelme_labels_file_as_labelme_writes_it(labelme_dir, tmp_path, capsys):
+    """A labels file in labelme's labels.txt layout: ``__ignore__`` dropped, the others (with
+    ``_background_``, which labelme keeps as a category) in file order, ids 1..K."""
+    _with_ignore_shapes(labelme_dir)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("__ignore__\n_background_\nzebra\napple\n\n")
+    out = tmp_path / "c.json"
+    assert main(["data", "convert", "labelme", str(labelme_dir), str(out),
+                 "--labels", str(labels)]) == 0
+    cats = json.loads(out.read_text())["categories"]
+    assert [(c["id"], c["name"]) for c in cats] == [(1, "_background_"), (2, "zebra"), (3, "apple")]
+    anns = json.loads(out.read_text())["annotations"]
+    assert sorted(a["category_id"] for a in anns) == [2, 2, 3, 3]
+
+
+def test_labelme_unlisted_label_error_names_the_file(labelme_dir, tmp_path, capsys):
+    """A label the files use but the labels do not list: one error line naming the labels file
+    (and the labelme file using the label); with a comma list, the labelme file using it."""
+    _with_ignore_shapes(labelme_dir)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("__ignore__\nzebra\n")
+    out = tmp_path / "c.json"
+    assert main(["data", "convert", "labelme", str(labelme_dir), str(out),
+                 "--labels", str(labels)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and not out.exists()
+    assert f"{labels}: label 'apple', used in {labelme_dir / 'one.json'}, is not listed" in err
+    with pytest.raises(D2SegError) as info:
+        labelme_to_coco(labelme_dir, out, labels=["zebra"])
+    assert info.value.file == str(labelme_dir / "one.json")
+    assert str(info.value).startswith(
+        f"{labelme_dir / 'one.json'}: --labels: label 'apple' is not in the --labels list")
+    labels.write_text("zebra\napple\nzebra\n")
+    with pytest.raises(D2SegError, match="listed twice") as info:
+        labelme_to_coco(labelme_dir, out, labels=labels)
+    assert (info.value.file, info.value.where) == (str(labels), "line 3")
+
+
 @pytest.fixture
 def mask_dirs(tmp_path):
     """Two images; instance-id PNGs (16-bit) and semantic PNGs (8-bit, 255 = ignore)."""
