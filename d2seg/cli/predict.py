@@ -47,7 +47,7 @@ def run(args) -> int:
                       render=not args.no_render, score_thresh=args.score_thresh, class_names=names,
                       contiguous_to_category=mapping, stuff_names=stuff_names,
                       stuff_colors=stuff_colors)
-    print(f"{summary['images']} images, {summary['detections']} detections -> {summary['results']}; "
-          f"pictures in {summary['rendered']}"
-          + (f"; label PNGs in {summary['semantic']}" if summary["semantic"] else ""))
+    from d2seg.engine.predict import summary_line
+
+    print(summary_line(summary))
     return 0

@@ -239,6 +239,7 @@ def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int =
     # results and the image index are written as they come (a long video would otherwise keep
     # every detection in memory) and renamed into place once complete.
     results, images, writers = _JsonListWriter(out / "results.json"), _JsonListWriter(out / "images.json"), {}
+    produced = {"tasks": set(), "label_maps": 0}  # what the model's outputs were, for the summary
 
     def flush(batch: list[Frame]):
         for frame, output in zip(batch, predictor([f.image for f in batch])):
@@ -246,6 +247,7 @@ def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int =
                      "height": frame.image.shape[0], "width": frame.image.shape[1]}
             if frame.video is None and frame.source:
                 entry["source"] = frame.source
+            produced["tasks"].update(k for k in ("instances", "sem_seg", "panoptic_seg") if k in output)
             if "instances" in output:
                 results.extend(instances_to_coco(output["instances"], frame.image_id,
                                                  contiguous_to_category))
@@ -253,6 +255,7 @@ def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int =
                 (out / "semantic").mkdir(exist_ok=True)
                 label_file = out / "semantic" / f"{_frame_stem(frame)}.png"
                 _write_labels(label_file, output["sem_seg"].argmax(0).to("cpu").numpy())
+                produced["label_maps"] += 1
                 entry["sem_seg_file_name"] = str(label_file.relative_to(out))
             if render:
                 drawn = _draw_output(frame.image, output, score_thresh, class_names,
@@ -281,7 +284,22 @@ def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int =
         images.discard()
     semantic = out / "semantic"
     return {"results": str(out / "results.json"), "images": len(images), "detections": len(results),
-            "rendered": str(out / "rendered"), "semantic": str(semantic) if semantic.is_dir() else None}
+            "rendered": str(out / "rendered"), "semantic": str(semantic) if semantic.is_dir() else None,
+            "tasks": sorted(produced["tasks"]), "label_maps": produced["label_maps"]}
+
+
+def summary_line(summary: dict) -> str:
+    """One line saying what the model produced: detections for an instance (or panoptic)
+    model, label maps for a semantic one; never "0 detections" for a model that makes none."""
+    parts = [f"{summary['images']} images"]
+    tasks = summary.get("tasks") or ["instances"]
+    if "instances" in tasks:
+        parts.append(f"{summary['detections']} detections -> {summary['results']}")
+    if summary.get("label_maps"):  # a semantic model's, or a panoptic model's semantic head's
+        parts.append(f"{summary['label_maps']} label maps (PNG, one class index per pixel) in "
+                     f"{summary['semantic']}")
+    return ", ".join(parts[:2]) + "".join(f"; {p}" for p in parts[2:]) + \
+        f"; pictures in {summary['rendered']}"
 
 
 def rendered_path(out: Path, frame: Frame) -> Path:

@@ -58,7 +58,7 @@ def _video_frames(video):
         frames.append(frame)
 
 
-def test_semantic_model_writes_label_pngs_equal_to_default_predictor(tmp_path):
+def test_semantic_model_writes_label_pngs_equal_to_default_predictor(tmp_path, capsys):
     from detectron2.engine import DefaultPredictor
 
     torch.set_num_threads(1)
@@ -86,6 +86,9 @@ def test_semantic_model_writes_label_pngs_equal_to_default_predictor(tmp_path):
     assert [e["sem_seg_file_name"] for e in index] == [f"semantic/{s}.png" for s in expected]
     assert json.loads((out / "results.json").read_text()) == []  # no instances from this model
     assert sorted(p.name for p in (out / "rendered").iterdir()) == ["clip.mp4", "im0.png", "im1.png"]
+    # the summary speaks of what this model made: 5 label maps, not "0 detections"
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("5 images, 5 label maps (PNG") and "detections" not in line, line
 
 
 @pytest.mark.slow
