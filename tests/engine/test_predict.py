@@ -52,7 +52,7 @@ def _reference(cfg, weights, image):
 
 
 @pytest.mark.slow
-def test_predict_folder_and_video(checkpoint, tmp_path):
+def test_predict_folder_and_video(checkpoint, tmp_path, capsys):
     cfg, weights, yaml_path = checkpoint
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -95,6 +95,8 @@ def test_predict_folder_and_video(checkpoint, tmp_path):
             differ = (mask_util.decode(r["segmentation"]).astype(bool) != ref.pred_masks[k].numpy()).mean()
             assert differ <= 1e-3
     assert sorted(p.name for p in (out / "rendered").iterdir()) == ["clip.mp4", "im0.png", "im1.png", "im2.png"]
+    line = capsys.readouterr().out.strip().splitlines()[-1]  # the summary counts what was written
+    assert line.startswith(f"7 images, {len(results)} detections -> ") and "label maps" not in line
     cap = cv2.VideoCapture(str(out / "rendered" / "clip.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
 
