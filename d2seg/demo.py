@@ -69,7 +69,10 @@ def run_panoptic_demo(out_dir="runs/demo", max_iter: int | None = None, num_pict
     export_panoptic_predictions(cfg, str(out / "model_final.pth"), cfg.DATASETS.TEST[0], pred_json)
     pq = pq_compute_folders(meta.panoptic_json, meta.panoptic_root, pred_json, pred_json.with_suffix(""))
     (out / "report").mkdir(exist_ok=True)
-    (out / "report" / "pq.json").write_text(json.dumps(pq, indent=1, default=float))
+    categories = json.loads(Path(meta.panoptic_json).read_text())["categories"]
+    names = {str(c["id"]): c["name"] for c in categories}
+    (out / "report" / "pq.json").write_text(json.dumps({**pq, "category_names": names}, indent=1,
+                                                       default=float))
     (out / "report" / "pq.md").write_text(format_markdown(pq))
     visualize_panoptic(meta.image_root, out / "pictures", gt_json=meta.panoptic_json, gt_dir=meta.panoptic_root,
                        pred_json=pred_json, n=num_pictures)

@@ -194,10 +194,14 @@ def _write_pq_report(results: dict, categories: list, out: str) -> None:
 
     markdown = format_markdown(results, categories)
     out_dir = Path(out)
-    write_json_atomic(out_dir / "pq.json", results, indent=1)
+    named = {**results, "category_names": {str(c["id"]): c.get("name") for c in categories}}
+    write_json_atomic(out_dir / "pq.json", named, indent=1, default=float)
     write_text_atomic(out_dir / "pq.md", markdown)
+    from d2seg.report import write_report
+
+    write_report(out_dir)
     print(markdown, end="")
-    print(f"written: pq.json, pq.md in {out}")
+    print(f"written: pq.json, pq.md, report.html in {out}")
 
 
 def _run_model(args) -> int:
@@ -224,9 +228,15 @@ def _run_model(args) -> int:
               f"{folder / PREDICTIONS_DIR}/; bbox/segm AP in {Path(cfg.OUTPUT_DIR) / 'eval_results.json'}")
         return 0
     if kind == "sem_seg":
-        for key, value in results.get("sem_seg", {}).items():
-            print(f"{key}: {value:.2f}")
-        print(f"written: eval_results.json in {cfg.OUTPUT_DIR}")
+        from d2seg.evaluation import semantic_report
+        from d2seg.report import write_report
+
+        report = json.loads((folder / semantic_report.REPORT_JSON).read_text())
+        written = semantic_report.write_report(report, args.out, plots=not args.no_plots)
+        written["html"] = str(write_report(args.out))
+        print(semantic_report.markdown(report).split("\n\n")[0])
+        print(f"written: {', '.join(sorted(os.path.basename(p) for p in written.values()))}, "
+              f"eval_results.json in {args.out}")
         return 0
     args.dataset = dataset
     from d2seg.evaluation.coco import load_report

@@ -2,7 +2,8 @@
 
 ``d2seg train`` (and the demo) end with the last evaluation's COCO results in
 ``OUTPUT_DIR/eval/<dataset>/``. From those, without scoring or running the model again, this
-writes ``report/`` (metrics.json/.md, PR curves, confusion matrices), ``analysis/`` (the
+writes ``report/`` (metrics.json/.md, PR curves, confusion matrices; for a semantic model
+per-class IoU, the class confusion and the worst images by mIoU), ``analysis/`` (the
 TIDE-style error breakdown, per-class P/R/F1, worst images) and ``report.html`` (one offline
 page: curves, tables, plots, errors, config). Each step is best-effort: a failure there is one
 warning line and never costs the trained model.
@@ -55,8 +56,31 @@ def write_run_report(cfg, worst: int = 8) -> dict:
             step("report", lambda: _coco_report(folder, gt, results, out / "report"))
             step("analysis", lambda: _analysis(gt, results, meta.get("image_root", None),
                                                out / "analysis", worst))
+    else:
+        semantic = _semantic_report_file(cfg)
+        if semantic is not None:
+            step("report", lambda: _semantic_report(semantic, out / "report"))
     step("html", lambda: str(_html(out)))
     return written
+
+
+def _semantic_report_file(cfg) -> Path | None:
+    from d2seg.evaluation.semantic_report import REPORT_JSON
+
+    for dataset in cfg.DATASETS.TEST:
+        path = Path(cfg.OUTPUT_DIR) / "eval" / dataset / REPORT_JSON
+        if path.is_file():
+            return path
+    return None
+
+
+def _semantic_report(path: Path, report_dir: Path) -> str:
+    import json
+
+    from d2seg.evaluation import semantic_report
+
+    semantic_report.write_report(json.loads(path.read_text()), report_dir)
+    return str(report_dir)
 
 
 def _coco_report(folder: Path, gt: str, results: str, report_dir: Path) -> str:

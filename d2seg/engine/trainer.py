@@ -18,7 +18,6 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import (
     DatasetEvaluators,
-    SemSegEvaluator,
     verify_results,
 )
 from detectron2.utils import comm
@@ -35,7 +34,7 @@ from d2seg.engine.checkpoint import (
 from d2seg.engine.hooks import ProgressBar
 from d2seg.engine.sampler import ResumableTrainLoader
 from d2seg.errors import D2SegError
-from d2seg.evaluation.evaluator import CocoEvaluator
+from d2seg.evaluation.evaluator import CocoEvaluator, SemSegReportEvaluator
 from d2seg.evaluation.panoptic_evaluator import PanopticEvaluator
 
 logger = logging.getLogger(__name__)
@@ -357,7 +356,7 @@ class Trainer(DefaultTrainer):
             evaluators.append(CocoEvaluator(dataset_name, tasks=tasks, distributed=True,
                                            output_dir=out))
         elif kind == "sem_seg":
-            evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=out))
+            evaluators.append(SemSegReportEvaluator(dataset_name, distributed=True, output_dir=out))
         elif kind == "coco_panoptic_seg":
             evaluators.append(PanopticEvaluator(dataset_name, out))
             if meta.get("json_file", None):

@@ -15,7 +15,8 @@ import contextlib
 import itertools
 import os
 
-from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation import COCOEvaluator, SemSegEvaluator
+from detectron2.utils import comm
 
 from d2seg.evaluation import coco as coco_report
 from d2seg.evaluation import fast_coco
@@ -82,3 +83,44 @@ class CocoEvaluator(COCOEvaluator):
         self.report = report
         if self._output_dir:
             coco_report.save_report(report, self._output_dir)
+
+
+class SemSegReportEvaluator(SemSegEvaluator):
+    """detectron2's SemSegEvaluator (same numbers), plus what the report needs: each image's
+    mIoU and pixel accuracy and the class confusion matrix, kept as ``sem_seg_report.json`` in
+    the output folder (d2seg.evaluation.semantic_report)."""
+
+    def reset(self):
+        super().reset()
+        self._per_image: list[dict] = []
+
+    def process(self, inputs, outputs):
+        from d2seg.evaluation.semantic_report import image_scores
+
+        n = self._num_classes
+        for inp, out in zip(inputs, outputs):
+            before = self._conf_matrix.copy()
+            super().process([inp], [out])
+            # detectron2's matrix: rows prediction, columns ground truth, last row/column the
+            # ignore label; this image's share, turned to rows ground truth
+            image = (self._conf_matrix - before)[:n, :n].T
+            self._per_image.append({"file_name": os.path.basename(inp.get("file_name", "")),
+                                    **image_scores(image)})
+
+    def evaluate(self):
+        from d2seg.evaluation import semantic_report
+
+        if self._distributed:
+            per_image = list(itertools.chain(*comm.all_gather(self._per_image)))
+        else:
+            per_image = self._per_image
+        results = super().evaluate()  # gathers the confusion matrix; None on other ranks
+        if results is None or not comm.is_main_process():
+            return results
+        n = self._num_classes
+        report = semantic_report.build_report(self._conf_matrix[:n, :n].T, self._class_names,
+                                              per_image)
+        if self._output_dir:
+            write_json_atomic(os.path.join(self._output_dir, semantic_report.REPORT_JSON), report,
+                              indent=1)
+        return results

@@ -82,7 +82,8 @@ def _axes(ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def confusion_matrix_png(matrix: np.ndarray, names: list[str], path: str, title: str = "") -> str:
+def confusion_matrix_png(matrix: np.ndarray, names: list[str], path: str, title: str = "",
+                         caption: str = "IoU >= 0.5, score >= 0.5") -> str:
     """The confusion matrix with counts in each cell; rows true, columns predicted."""
     n = len(names)
     side = min(1.0 + 0.6 * n, 14.0)
@@ -98,7 +99,7 @@ def confusion_matrix_png(matrix: np.ndarray, names: list[str], path: str, title:
     ax.set_yticks(range(n), names, fontsize=fontsize)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{title} confusion (IoU >= 0.5, score >= 0.5)")
+    ax.set_title(f"{title} confusion ({caption})")
     if n <= 10:  # few cells: a tight bounding box is cheap and fits a title wider than the matrix
         return _save(fig, path)
     # margins for the class names, computed instead of a tight bounding box (which draws the

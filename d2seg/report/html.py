@@ -276,6 +276,15 @@ def metrics_section(run: RunFolder) -> str:
         if last:
             rows = [[k, _fmt(v, 2)] for k, v in sorted(last.items())]
             parts.append("<h3>last validation metrics</h3>" + _table(["metric", "value"], rows))
+    sem = em.get("sem_seg") if isinstance(em.get("sem_seg"), dict) else None
+    if sem and "mIoU" in sem:
+        parts.append("<h3>semantic segmentation (%)</h3>" + _table(
+            ["mIoU", "fwIoU", "mACC", "pACC", "images"],
+            [[_fmt(sem.get(k), 1) for k in ("mIoU", "fwIoU", "mACC", "pACC")] + [sem.get("num_images")]]))
+    if run.pq:
+        rows = [[g] + [_fmt(run.pq[g].get(k), 1, 100) for k in ("pq", "sq", "rq")] + [run.pq[g].get("n")]
+                for g in ("All", "Things", "Stuff") if isinstance(run.pq.get(g), dict)]
+        parts.append("<h3>panoptic quality (%)</h3>" + _table(["segments", "PQ", "SQ", "RQ", "classes"], rows))
     a = run.analysis
     if a:
         rows = []
@@ -324,7 +333,13 @@ def per_class_section(run: RunFolder) -> str:
                         "of each TIDE type.</p>")
     elif em:
         for t, r in em.items():
-            if isinstance(r, dict) and r.get("per_class"):
+            if t == "sem_seg" and isinstance(r, dict) and r.get("per_class"):
+                rows = [[n, _cell(c["IoU"], 1), _cell(c["ACC"], 1), (str(c["gt_pixels"]), c["gt_pixels"]),
+                         (str(c["pred_pixels"]), c["pred_pixels"])] for n, c in r["per_class"].items()]
+                parts.append("<h3>sem_seg (%)</h3>" + _table(
+                    ["class", "IoU", "ACC", "ground-truth pixels", "predicted pixels"], rows,
+                    sortable=True, table_id="per-class-sem_seg"))
+            elif isinstance(r, dict) and r.get("per_class"):
                 rows = [[n, _cell(v, 1, 100) if finite(v) and v >= 0 else ("-", None)]
                         for n, v in r["per_class"].items()]
                 parts.append(f"<h3>{esc(t)}</h3>" + _table(["class", "AP"], rows, sortable=True,
@@ -387,7 +402,7 @@ def worst_section(run: RunFolder) -> str:
 
     a = run.analysis
     if not a or not a.get("worst"):
-        return ""
+        return _semantic_worst(run)
     legend = "".join(f'<span style="--c:{colour_hex(k)}">{esc(TAGS[k])}: {esc(k)}</span>'
                      for k in COLOURS)
     figs = []
@@ -405,6 +420,17 @@ def worst_section(run: RunFolder) -> str:
             f'<p class="muted">left: ground truth, false negatives labelled "FN type"; right: '
             f"predictions scored at least {_fmt(a.get('draw_threshold'), 2)}, false positives "
             f"labelled with their error type.</p>{''.join(figs)}</section>")
+
+
+def _semantic_worst(run: RunFolder) -> str:
+    """A semantic run's worst images by mIoU (named, with their scores)."""
+    sem = (run.eval_metrics or {}).get("sem_seg")
+    if not isinstance(sem, dict) or not sem.get("worst_images"):
+        return ""
+    rows = [[w.get("file_name"), _cell(w.get("mIoU"), 1), _cell(w.get("pACC"), 1)]
+            for w in sem["worst_images"]]
+    return ('<section id="worst"><h2>Worst images (sem_seg, lowest mIoU first)</h2>'
+            + _table(["image", "mIoU", "pixel accuracy"], rows) + "</section>")
 
 
 def config_section(run: RunFolder) -> str:

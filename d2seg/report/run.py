@@ -2,7 +2,8 @@
 
 ``RUN/metrics.json``          one JSON object per line (losses, lr, validation metrics)
 ``RUN/config.yaml``           the config used
-``RUN/report/``               eval's metrics.json / metrics.md, pr_curves_*.png, confusion_*.png
+``RUN/report/``               eval's metrics.json / metrics.md (COCO AP, or semantic mIoU),
+                              pr_curves_*.png, confusion_*.png, pq.json (panoptic quality)
 ``RUN/analysis/`` (or ``RUN/report/analysis/``)  analyze's analysis.json, plots, worst/*.png
 """
 
@@ -32,6 +33,7 @@ class RunFolder:
     analysis: dict | None = None                  # analysis.json
     analysis_dir: Path | None = None
     summary: dict | None = None
+    pq: dict | None = None                        # pq.json (panoptic quality)
 
 
 def read_metrics_lines(path: Path) -> list[dict]:
@@ -70,7 +72,8 @@ def read_run(path, analysis_dir=None) -> RunFolder:
         run.config = (path / "config.yaml").read_text(encoding="utf-8", errors="replace")
     for candidate in (path / "report", path):  # train's report/, or an eval --out folder
         m = _json(candidate / "metrics.json")  # (a training's metrics.json is JSON lines)
-        if isinstance(m, dict) and any(isinstance(v, dict) and "stats" in v for v in m.values()):
+        if isinstance(m, dict) and any(isinstance(v, dict) and ("stats" in v or "mIoU" in v)
+                                       for v in m.values()):
             run.eval_metrics, run.eval_dir = m, candidate
             break
     if run.eval_dir is None and (path / "report").is_dir():
@@ -85,9 +88,14 @@ def read_run(path, analysis_dir=None) -> RunFolder:
         if analysis_dir:
             raise D2SegError("no analysis.json there", file=str(analysis_dir),
                              hint="run d2seg analyze --out DIR first")
+    for candidate in (path / "report", path):
+        pq = _json(candidate / "pq.json")
+        if isinstance(pq, dict) and isinstance(pq.get("All"), dict):
+            run.pq = pq
+            break
     s = _json(path / "summary.json")
     run.summary = s if isinstance(s, dict) else None
-    if not (run.metrics or run.config or run.eval_metrics or run.analysis):
+    if not (run.metrics or run.config or run.eval_metrics or run.analysis or run.pq):
         raise D2SegError("nothing to report: no metrics.json, config.yaml, report/ or analysis/",
                          file=str(path), hint="give the OUTPUT_DIR of a d2seg train run")
     return run

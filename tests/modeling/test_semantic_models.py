@@ -10,6 +10,7 @@ hand, the poly schedule from its formula.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import math
 from pathlib import Path
 
@@ -164,6 +165,36 @@ def test_config_trains_evaluates_and_reports_true_miou(name, demo_subsets, tmp_p
     miou, pacc = _brute_force_scores(preds, gts, NUM_CLASSES, IGNORE)
     assert reported["mIoU"] == pytest.approx(100 * miou, abs=1e-6)
     assert reported["pACC"] == pytest.approx(100 * pacc, abs=1e-6)
+
+    # the run's report (written at the end of training): the same numbers, each image's mIoU
+    # and pixel accuracy, each class's IoU, and report.html
+    report = json.loads((tmp_path / "report" / "metrics.json").read_text())["sem_seg"]
+    assert report["mIoU"] == pytest.approx(100 * miou, abs=1e-6)
+    names = [Path(r["file_name"]).name for r in DatasetCatalog.get(VAL_SUBSET)]
+    per_image = {r["file_name"]: r for r in report["per_image"]}
+    assert sorted(per_image) == sorted(names)
+    for name, pred, gt in zip(names, preds, gts):
+        m, p = _brute_force_scores([pred], [gt], NUM_CLASSES, IGNORE)
+        assert per_image[name]["mIoU"] == pytest.approx(100 * m, abs=1e-6), name
+        assert per_image[name]["pACC"] == pytest.approx(100 * p, abs=1e-6), name
+    assert [r["mIoU"] for r in report["per_image"]] == sorted(r["mIoU"] for r in report["per_image"])
+    for k, (cls, c) in enumerate(report["per_class"].items()):
+        inter = sum(int(np.sum((p == k) & (g == k))) for p, g in zip(preds, gts))
+        union = sum(int(np.sum(((p == k) | (g == k)) & (g != IGNORE))) for p, g in zip(preds, gts))
+        assert c["IoU"] == (pytest.approx(100 * inter / union, abs=1e-6) if union else None), cls
+    assert (tmp_path / "report" / "confusion_sem_seg.png").is_file()
+    page = (tmp_path / "report.html").read_text()
+    assert 'id="per-class-sem_seg"' in page and f">{report['mIoU']:.1f}<" in page
+
+    if name == next(iter(MODELS)):  # d2seg eval --config-file writes the same report files
+        from d2seg.cli.main import main
+
+        out = tmp_path / "eval_cli"
+        assert main(["eval", "--config-file", str(tmp_path / "config.yaml"), "--weights",
+                     str(tmp_path / "model_final.pth"), "--out", str(out), "--no-plots"]) == 0
+        again = json.loads((out / "metrics.json").read_text())["sem_seg"]
+        assert again["mIoU"] == pytest.approx(100 * miou, abs=1e-6)
+        assert (out / "metrics.md").is_file() and (out / "report.html").is_file()
 
 
 def _fcn_head(num_convs=0, conv_dims=8, in_channels=4, stride=4):
