@@ -290,8 +290,9 @@ def _one_class(gt_file: str):
 
     from pycocotools.coco import COCO
 
-    with open(gt_file) as f:
-        data = json.load(f)
+    from d2seg.io.json import read_json
+
+    data = read_json(gt_file, "ground-truth JSON file")
     data["categories"] = [{"id": 1, "name": "object"}]
     for a in data["annotations"]:
         a["category_id"] = 1

@@ -87,11 +87,12 @@ def export_panoptic_predictions(cfg, weights: str, dataset: str, out_json: Path)
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     from d2seg.engine.predict import BatchPredictor
+    from d2seg.io.json import read_json
     from d2seg.panoptic.export import export_coco_panoptic
 
     meta = MetadataCatalog.get(dataset)
     predictor = BatchPredictor(cfg, weights)
-    categories = json.loads(Path(meta.panoptic_json).read_text())["categories"]
+    categories = read_json(meta.panoptic_json, "panoptic JSON file")["categories"]
 
     def predictions():
         for record in DatasetCatalog.get(dataset):

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from d2seg.analysis import metrics
 from d2seg.analysis.tide import (
-    ERROR_TYPES, IOU_TYPES, SPECIAL_TYPES, load_json, run_tide,
+    ERROR_TYPES, IOU_TYPES, SPECIAL_TYPES, run_tide,
 )
 from d2seg.errors import D2SegError
+from d2seg.io.json import read_json_or_parsed
 
 ANALYSIS_JSON = "analysis.json"
 
@@ -43,8 +44,8 @@ def analyze(gt, results, out_dir, *, images_dir=None, iou_types=None,
     """
     gt_source = gt if isinstance(gt, (str, os.PathLike)) else None
     res_source = results if isinstance(results, (str, os.PathLike)) else None
-    gt = load_json(gt, "ground truth")
-    results = load_json(results, "results")
+    gt = read_json_or_parsed(gt, "ground truth")
+    results = read_json_or_parsed(results, "results")
     if not isinstance(results, list):
         raise D2SegError("the results are not a COCO results list", file=res_source)
     possible = available_iou_types(results)

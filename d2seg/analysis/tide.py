@@ -24,9 +24,7 @@ detection's area) exceeds the foreground IoU.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -34,6 +32,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from d2seg.errors import D2SegError
+from d2seg.io.json import read_json_or_parsed
 
 #: Main error types, in TIDE's order, with TIDE's short names.
 ERROR_TYPES = ("classification", "localization", "both", "duplicate", "background", "missed")
@@ -46,19 +45,6 @@ MAX_DETS = 100  # per image, as COCO and TIDE
 
 
 # ------------------------------------------------------------------ inputs
-
-def load_json(source, what: str):
-    """A parsed JSON file (or the object itself when already parsed)."""
-    if isinstance(source, (dict, list)):
-        return source
-    try:
-        with open(source, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise D2SegError(f"{what} not found", file=str(source)) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise D2SegError(f"{what} is not valid JSON: {e}", file=str(source)) from None
-
 
 def _gt_mask(segmentation, height: int, width: int):
     """A COCO annotation's segmentation as one compressed RLE (polygons merged)."""
@@ -248,8 +234,8 @@ def run_tide(gt, results, iou_type: str = "bbox", pos_iou: float = 0.5,
     every error of one IoU type ("bbox" or "segm")."""
     if iou_type not in IOU_TYPES:
         raise D2SegError(f"unknown IoU type {iou_type!r}", hint="use bbox or segm")
-    gt = load_json(gt, "ground truth")
-    results = load_json(results, "results")
+    gt = read_json_or_parsed(gt, "ground truth")
+    results = read_json_or_parsed(results, "results")
     if not isinstance(gt, dict) or "images" not in gt or "annotations" not in gt:
         raise D2SegError("the ground truth is not a COCO instances file (needs images and "
                          "annotations)")

@@ -6,7 +6,6 @@ label PNGs), so ``d2seg eval`` and ``d2seg visualize`` read their outputs unchan
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from pycocotools import mask as mask_util
 from d2seg.errors import D2SegError
 from d2seg.visualize.files import IMAGE_EXTENSIONS, read_image
 
-__all__ = ["load_json", "ImageEntry", "images_from_coco", "images_from_folder", "read_rgb",
+__all__ = ["ImageEntry", "images_from_coco", "images_from_folder", "read_rgb",
            "mask_to_result", "label_map_to_results"]
 
 
@@ -29,19 +28,6 @@ class ImageEntry:
     image_id: int
     path: Path
     size: tuple[int, int] | None = None  # (height, width)
-
-
-def load_json(source, what: str):
-    """Parsed JSON from a path; an already parsed object is returned as it is."""
-    if isinstance(source, (dict, list)):
-        return source
-    try:
-        with open(source, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise D2SegError(f"{what} not found", file=str(source)) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise D2SegError(f"not valid JSON ({e})", file=str(source)) from None
 
 
 def _check_dir(images_dir) -> Path:

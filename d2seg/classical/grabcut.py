@@ -16,9 +16,10 @@ from scipy import ndimage as ndi
 from tqdm import tqdm
 
 from d2seg.classical.coco_io import (
-    images_from_coco, images_from_folder, load_json, mask_to_result, read_rgb,
+    images_from_coco, images_from_folder, mask_to_result, read_rgb,
 )
 from d2seg.errors import D2SegError
+from d2seg.io.json import read_json_or_parsed
 from d2seg.visualize.inputs import load_coco, load_results
 
 __all__ = ["grabcut_box", "grabcut_coco"]
@@ -98,7 +99,7 @@ def _named(check, data, name):
 def _prompts(boxes, images, images_dir, score_thresh: float):
     """(image entries, {image_id: [(bbox, category_id, score)]}) from a COCO file or results."""
     name = None if isinstance(boxes, (Mapping, list)) else str(boxes)
-    boxes = load_json(boxes, "boxes file")
+    boxes = read_json_or_parsed(boxes, "boxes file")
     if isinstance(boxes, Mapping):  # a COCO dataset: its boxes, and its image list
         coco = _named(load_coco, boxes, name)
         entries = images_from_coco(coco, images_dir)

@@ -18,9 +18,10 @@ from skimage import filters, morphology, segmentation
 from tqdm import tqdm
 
 from d2seg.classical.coco_io import (
-    images_from_coco, images_from_folder, label_map_to_results, load_json, read_rgb,
+    images_from_coco, images_from_folder, label_map_to_results, read_rgb,
 )
 from d2seg.errors import D2SegError
+from d2seg.io.json import read_json_or_parsed
 from d2seg.visualize.inputs import load_coco
 
 __all__ = ["foreground_mask", "watershed_labels", "watershed_instances", "watershed_folder"]
@@ -150,7 +151,7 @@ def watershed_folder(images_dir, *, coco=None, masks_dir=None, category_id: int 
     if coco is not None:
         name = None if isinstance(coco, dict) else str(coco)
         try:
-            entries = images_from_coco(load_coco(load_json(coco, "COCO file")), images_dir)
+            entries = images_from_coco(load_coco(read_json_or_parsed(coco, "COCO file")), images_dir)
         except D2SegError as e:
             raise D2SegError(e.reason, file=e.file or name, where=e.where, hint=e.hint) from None
     else:

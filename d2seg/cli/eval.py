@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from d2seg.errors import D2SegError
+from d2seg.io.json import read_json
 
 
 def add_parser(sub) -> None:
@@ -183,9 +184,9 @@ def _run_panoptic_files(args) -> int:
 
 
 def _categories(gt_json: str) -> list:
-    from d2seg.evaluation.panoptic_quality import _load_json
+    from d2seg.io.json import read_json
 
-    return _load_json(gt_json).get("categories", [])
+    return read_json(gt_json, "ground-truth JSON file").get("categories", [])
 
 
 def _write_pq_report(results: dict, categories: list, out: str) -> None:
@@ -220,7 +221,7 @@ def _run_model(args) -> int:
     results = engine.evaluate(cfg, args.weights)
     folder = Path(cfg.OUTPUT_DIR) / "eval" / dataset
     if kind == "coco_panoptic_seg":
-        pq = json.loads((folder / PQ_JSON).read_text())
+        pq = read_json(folder / PQ_JSON, "PQ results file")
         pq["per_class"] = {int(k): v for k, v in pq["per_class"].items()}
         pq["counts"] = {int(k): v for k, v in pq.get("counts", {}).items()}
         _write_pq_report(pq, _categories(_metadata(dataset).panoptic_json), args.out)

@@ -60,10 +60,11 @@ def run_pq(args) -> int:
         pq_compute_folders,
     )
     from d2seg.files import write_json_atomic, write_text_atomic
+    from d2seg.io.json import read_json
 
     results = pq_compute_folders(args.gt_json, args.gt_dir, args.pred_json, args.pred_dir,
                                  workers=args.workers, progress=False if args.quiet else None)
-    categories = json.loads(Path(args.gt_json).read_text())["categories"]
+    categories = read_json(args.gt_json, "ground-truth JSON file")["categories"]
     print(format_table(results, categories))
     if args.out:
         out = Path(args.out)

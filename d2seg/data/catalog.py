@@ -28,6 +28,7 @@ from pathlib import Path
 from d2seg.data import coco_json
 from d2seg.data.manifest import Manifest, Split
 from d2seg.errors import D2SegError
+from d2seg.io.json import read_json
 
 # detectron2.utils.colormap's table (RGB, 0-255), copied so that no torch import is needed
 _COLORMAP = [
@@ -274,7 +275,7 @@ class DatasetInfo:
                                        annotation_chunks=chunks)
         except coco_json.ChunkingFailed:
             pass
-        data = checked(coco_json.read_json(json_file))
+        data = checked(read_json(json_file, "annotation file"))
         return coco_instance_dicts(json_file, self.split.images, id_map,
                                    box_mode=BoxMode.XYWH_ABS, data=data)
 

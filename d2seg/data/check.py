@@ -22,6 +22,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from d2seg.errors import D2SegError
+from d2seg.io.json import read_json
 from d2seg.files import write_json_atomic
 
 ERROR, WARNING = "error", "warning"
@@ -122,12 +123,7 @@ def load_coco_json(json_path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise D2SegError("annotation file not found", file=str(path),
                          hint="check the path in the manifest")
-    from d2seg.data.coco_json import loads
-
-    try:
-        data = loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
-        raise D2SegError(f"not valid JSON ({e})", file=str(path)) from None
+    data = read_json(path, "annotation file")
     if not isinstance(data, dict):
         raise D2SegError("top level must be an object with images/annotations/categories",
                          file=str(path))

@@ -4,7 +4,8 @@ cheap reads of what registration needs (the categories, whether any mask is RLE)
 Why: a COCO-size file (118k images, 883k polygons, ~300 MB) takes ~20 s and ~2.5 GB to parse
 with ``json``; listing datasets or building a config needs only its 80 category names.
 
-* :func:`read_json` parses a whole file (orjson when installed: ~3x faster than ``json``).
+* :func:`d2seg.io.json.read_json` parses a whole file (orjson when installed: ~3x faster than
+  ``json``).
 * :func:`read_categories` finds the ``"categories"`` value by scanning the bytes backwards in
   fixed-size chunks (constant memory; exports write it last, so one chunk is read) and decodes
   only that value (the last such object key holding a list of objects; the loader checks the
@@ -26,49 +27,15 @@ from collections import Counter
 from pathlib import Path
 
 from d2seg.errors import D2SegError
+from d2seg.io.json import loads, read_json
 
 CACHE_VERSION = 1
 _CHUNK = 1 << 20  # bytes read at a time by the scans
 
-try:  # optional speed-up; json gives the same objects
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - orjson is a dependency, but keep working without it
-    _orjson = None
-
-
-def loads(raw: bytes):
-    """Parse JSON bytes: orjson when installed, else (and for what orjson refuses, such as the
-    NaN and Infinity that Python's json writes and reads) json, whose errors are reported."""
-    if _orjson is not None:
-        try:
-            return _orjson.loads(raw)
-        except _orjson.JSONDecodeError:
-            pass
-    return json.loads(raw)
-
-
-def _decode_error(e: Exception) -> str:
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
-
-
-def read_json(path) -> object:
-    """The parsed file; unreadable or malformed JSON is one D2SegError naming the file."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise D2SegError(f"cannot read: {e.strerror}", file=str(path)) from None
-    try:
-        return loads(raw)
-    except ValueError as e:  # orjson.JSONDecodeError and json.JSONDecodeError are ValueErrors
-        raise D2SegError(f"malformed JSON: {_decode_error(e)}", file=str(path)) from None
-    finally:
-        del raw
-
 
 def read_coco_top(path) -> dict:
     """The parsed file, checked to be an object with lists images/annotations/categories."""
-    return check_top(read_json(path), path)
+    return check_top(read_json(path, "annotation file"), path)
 
 
 def check_top(data, path) -> dict:

@@ -36,6 +36,7 @@ from pycocotools import mask as mask_utils
 
 from d2seg.data.check import IMAGE_SUFFIXES
 from d2seg.errors import D2SegError
+from d2seg.io.json import read_json
 from d2seg.files import write_json_atomic
 
 
@@ -55,13 +56,6 @@ def _rle_annotation(mask, ann_id, image_id, category_id) -> dict:
     return {"id": ann_id, "image_id": image_id, "category_id": category_id, "iscrowd": 0,
             "segmentation": rle, "area": float(mask_utils.area(rle)),
             "bbox": [float(v) for v in mask_utils.toBbox(rle)]}
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise D2SegError(f"not valid JSON ({e})", file=str(path)) from None
 
 
 #: labelme's label for shapes that mark regions to ignore; never a class.
@@ -104,7 +98,7 @@ def labelme_to_coco(src_dir: str | os.PathLike, out_json: str | os.PathLike, *,
         raise D2SegError("no labelme *.json file found", file=str(src))
     docs = []
     for f in files:
-        doc = _read_json(f)
+        doc = read_json(f, "labelme file")
         if not isinstance(doc, dict) or "shapes" not in doc:
             continue  # not a labelme file (e.g. a COCO JSON in the same folder)
         for key in ("imagePath", "imageHeight", "imageWidth"):

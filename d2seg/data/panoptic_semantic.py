@@ -25,6 +25,7 @@ from PIL import Image
 
 from d2seg.data.cache import cache_dir
 from d2seg.errors import D2SegError
+from d2seg.io.json import parse_json, read_bytes
 from d2seg.panoptic.png import read_panoptic_png
 
 DERIVATION_VERSION = 2  # 2: cache keyed on file stats, not contents
@@ -44,13 +45,8 @@ def default_cache_root() -> Path:
 
 
 def _read_json(path: Path) -> tuple[bytes, dict]:
-    from d2seg.data.coco_json import loads
-
-    raw = Path(path).read_bytes()
-    try:
-        data = loads(raw)
-    except ValueError as e:
-        raise D2SegError(f"malformed JSON: {e}", file=str(path)) from None
+    raw = read_bytes(path, "panoptic JSON file")
+    data = parse_json(raw, str(path))
     if not isinstance(data, dict):
         raise D2SegError("a COCO panoptic JSON is an object", file=str(path))
     for key in ("images", "annotations", "categories"):

@@ -22,6 +22,7 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
 from d2seg.errors import D2SegError
+from d2seg.io.json import read_json
 from d2seg.files import write_json_atomic, write_text_atomic
 
 STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
@@ -49,13 +50,7 @@ def load_results(results) -> list[dict]:
     name = "results"
     if isinstance(results, (str, os.PathLike)):
         name = str(results)
-        try:
-            with open(results) as f:
-                results = json.load(f)
-        except FileNotFoundError:
-            raise D2SegError("results file not found", file=name) from None
-        except json.JSONDecodeError as e:
-            raise D2SegError(f"not valid JSON ({e.msg} at line {e.lineno})", file=name) from None
+        results = read_json(results, "results file")
     if not isinstance(results, list):
         raise D2SegError(f"COCO results must be a JSON list of detections, not a "
                          f"{_json_type(results)}", file=name)

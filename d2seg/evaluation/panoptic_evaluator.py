@@ -29,6 +29,7 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
 from d2seg.evaluation.panoptic_quality import format_markdown, pq_compute_folders
+from d2seg.io.json import read_json
 
 PREDICTIONS_JSON = "predictions.json"
 PREDICTIONS_DIR = "predictions"
@@ -61,8 +62,7 @@ class PanopticEvaluator(COCOPanopticEvaluator):
 
         gt_json = PathManager.get_local_path(self._metadata.panoptic_json)
         gt_folder = PathManager.get_local_path(self._metadata.panoptic_root)
-        with open(gt_json) as f:
-            data = json.load(f)
+        data = read_json(gt_json, "panoptic ground-truth JSON file")
         with contextlib.ExitStack() as stack:
             if self._output_dir:
                 pred_json = os.path.join(self._output_dir, PREDICTIONS_JSON)

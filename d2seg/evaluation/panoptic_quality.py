@@ -16,7 +16,6 @@ reference's order so the numbers are bit-identical, not just close.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 from collections import defaultdict
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from d2seg.errors import D2SegError
+from d2seg.io.json import read_json
 from d2seg.panoptic.png import ids_of_rgba, read_panoptic_png, read_rgba
 
 MATCH_IOU = 0.5
@@ -168,16 +168,6 @@ def _stats_of_chunk(jobs):
     return [image_stats(*job) for job in jobs]
 
 
-def _load_json(path: str | os.PathLike) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise D2SegError("file not found", file=str(path)) from None
-    except json.JSONDecodeError as e:
-        raise D2SegError(f"not valid JSON ({e.msg} at line {e.lineno})", file=str(path)) from None
-
-
 def _pair_annotations(gt: dict, pred: dict, pred_json: str) -> list[tuple[dict, dict]]:
     for name, d, path in (("ground truth", gt, None), ("prediction", pred, pred_json)):
         if "annotations" not in d:
@@ -247,8 +237,8 @@ def pq_compute_folders(gt_json, gt_folder, pred_json, pred_folder, categories=No
     scores 0 in ``per_class`` and is left out of the means; a group without any class
     ("Stuff" on a things-only dataset) reports n = 0 and zeros (panopticapi divides by zero).
     """
-    gt = _load_json(gt_json)
-    pred = _load_json(pred_json)
+    gt = read_json(gt_json, "ground-truth JSON file")
+    pred = read_json(pred_json, "prediction JSON file")
     for folder in (gt_folder, pred_folder):
         if not Path(folder).is_dir():
             raise D2SegError("folder with panoptic PNGs not found", file=str(folder))

@@ -21,7 +21,7 @@ try:  # optional speed-up; json gives the same objects
 except ImportError:  # pragma: no cover - orjson is a dependency, but keep working without it
     _orjson = None
 
-__all__ = ["loads", "read_json", "read_json_or_parsed"]
+__all__ = ["loads", "parse_json", "read_bytes", "read_json", "read_json_or_parsed"]
 
 
 def loads(raw: bytes | str):
@@ -35,22 +35,9 @@ def loads(raw: bytes | str):
     return json.loads(raw)
 
 
-def read_json(path: str | os.PathLike, what: str = "JSON file"):
-    """The parsed content of ``path``.
-
-    Raises one-line D2SegErrors naming the file: ``<what> not found``, a folder, an unreadable
-    file, an empty file, text that is not UTF-8, and a syntax error with its line and column
-    (``where``) and ``json``'s reason.
-    """
-    name = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise D2SegError(f"{what} not found", file=name) from None
-    except IsADirectoryError:
-        raise D2SegError(f"is a folder, not a {what}", file=name) from None
-    except OSError as e:
-        raise D2SegError(f"cannot read the {what} ({e.strerror or e})", file=name) from None
+def parse_json(raw: bytes, name: str):
+    """``raw`` parsed; a syntax error is a D2SegError naming ``name`` and json's line, column and
+    reason, an empty text and text that is not UTF-8 are worded as such."""
     try:
         return loads(raw)
     except json.JSONDecodeError as e:
@@ -61,12 +48,33 @@ def read_json(path: str | os.PathLike, what: str = "JSON file"):
     except UnicodeDecodeError as e:
         raise D2SegError(f"not valid JSON (not UTF-8 text: byte 0x{raw[e.start]:02x} at offset "
                          f"{e.start})", file=name) from None
-    finally:
-        del raw
+
+
+def read_bytes(path: str | os.PathLike, what: str = "JSON file") -> bytes:
+    """The bytes of ``path``; missing, a folder or unreadable is one D2SegError naming it."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise D2SegError(f"{what} not found", file=str(path)) from None
+    except IsADirectoryError:
+        raise D2SegError(f"is a folder, not a {what}", file=str(path)) from None
+    except OSError as e:
+        raise D2SegError(f"cannot read the {what} ({e.strerror or e})", file=str(path)) from None
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file"):
+    """The parsed content of ``path``.
+
+    Raises one-line D2SegErrors naming the file: ``<what> not found``, a folder, an unreadable
+    file, an empty file, text that is not UTF-8, and a syntax error with its line and column
+    (``where``) and ``json``'s reason.
+    """
+    return parse_json(read_bytes(path, what), str(path))
 
 
 def read_json_or_parsed(source, what: str = "JSON file"):
-    """``source`` itself when it is already parsed (a dict or a list), else :func:`read_json`."""
-    if isinstance(source, (dict, list)):
-        return source
-    return read_json(source, what)
+    """:func:`read_json` of a path (``str`` or ``os.PathLike``); anything else is taken as
+    already parsed (a dict, a list, ...) and returned as it is."""
+    if isinstance(source, (str, os.PathLike)):
+        return read_json(source, what)
+    return source

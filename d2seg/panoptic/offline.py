@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from d2seg.errors import D2SegError
+from d2seg.io.json import read_json
 from d2seg.panoptic.combine_numpy import (
     DEFAULT_OVERLAP_THRESHOLD,
     DEFAULT_SCORE_THRESHOLD,
@@ -53,15 +54,6 @@ def _decode_results(results: list[dict], height: int, width: int):
     scores = np.array([float(r["score"]) for r in results], dtype=np.float32)
     classes = np.array([int(r["category_id"]) for r in results], dtype=np.int64)
     return scores, classes, masks
-
-
-def _load_json(path) -> object:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise D2SegError("file not found", file=str(path)) from None
-    except json.JSONDecodeError as e:
-        raise D2SegError(f"not valid JSON ({e.msg} at line {e.lineno})", file=str(path)) from None
 
 
 def load_semantic(folder: Path, image: dict, categories: list[dict]) -> np.ndarray:
@@ -97,7 +89,7 @@ def combine_saved_predictions(instances_json, semantic_dir, dataset_json, out_di
     from tqdm import tqdm
     import sys
 
-    dataset = _load_json(dataset_json)
+    dataset = read_json(dataset_json, "dataset JSON file")
     if not isinstance(dataset, dict) or "images" not in dataset or "categories" not in dataset:
         raise D2SegError("needs 'images' and 'categories'", file=str(dataset_json),
                          hint="give the dataset's COCO (panoptic) JSON")
@@ -105,7 +97,7 @@ def combine_saved_predictions(instances_json, semantic_dir, dataset_json, out_di
     if any("isthing" not in c for c in categories):
         raise D2SegError("categories need an 'isthing' field", file=str(dataset_json),
                          hint="use the COCO panoptic categories")
-    results = _load_json(instances_json)
+    results = read_json(instances_json, "instances results file")
     if not isinstance(results, list):
         raise D2SegError("expected a list of COCO results", file=str(instances_json))
     by_image = defaultdict(list)

@@ -24,12 +24,13 @@ import numpy as np
 from tqdm import tqdm
 
 from d2seg.errors import D2SegError
+from d2seg.io.json import read_json_or_parsed
 from d2seg.files import write_png_atomic
 from d2seg.panoptic.png import read_panoptic_png
 from d2seg.visualize.colours import class_colors
 from d2seg.visualize.files import _load_panoptic_json, _panoptic_dir
 from d2seg.visualize.inputs import (
-    InstanceSet, _load_json, annotations_to_instances, group_by_image, instances_from_detectron2,
+    InstanceSet, annotations_to_instances, group_by_image, instances_from_detectron2,
     results_to_instances, segmentation_to_rle,
 )
 from d2seg.visualize.render import draw_instances, draw_panoptic, draw_semantic, side_by_side
@@ -199,7 +200,7 @@ class FilePredictions:
     def __init__(self, source, meta, records, space: ClassSpace, pred_dir=None):
         from d2seg.visualize.inputs import load_results
 
-        data = _load_json(source, "predictions file")
+        data = read_json_or_parsed(source, "predictions file")
         self.source, self.space = source, space
         self._names = dataset_id_names(meta)
         if isinstance(data, Mapping) and "annotations" in data:  # COCO panoptic predictions

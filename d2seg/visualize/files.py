@@ -14,11 +14,12 @@ import numpy as np
 from tqdm import tqdm
 
 from d2seg.errors import D2SegError
+from d2seg.io.json import read_json_or_parsed
 from d2seg.files import write_png_atomic
 from d2seg.panoptic.png import read_panoptic_png
 from d2seg.visualize.colours import class_colors
 from d2seg.visualize.inputs import (
-    _load_json, annotations_to_instances, group_by_image, load_coco, load_results,
+    annotations_to_instances, group_by_image, load_coco, load_results,
     results_to_instances,
 )
 from d2seg.visualize.render import draw_instances, draw_panoptic, side_by_side
@@ -153,7 +154,7 @@ def visualize_coco(images_dir, out_dir, gt=None, pred=None, *, n: int | None = N
 
 
 def _load_panoptic_json(source, what: str) -> dict:
-    data = _load_json(source, what)
+    data = read_json_or_parsed(source, what)
     if not isinstance(data, Mapping) or "annotations" not in data:
         raise D2SegError("not a COCO panoptic JSON (no 'annotations' list)",
                          file=str(source) if isinstance(source, (str, Path)) else None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from d2seg.errors import D2SegError
+from d2seg.io.json import read_json_or_parsed
 
 
 @dataclass
@@ -67,18 +67,6 @@ def segmentation_to_rle(segmentation, height: int, width: int, *, where: str = "
     raise D2SegError("segmentation is neither polygons nor RLE", where=where)
 
 
-def _load_json(source, what: str):
-    if isinstance(source, (str, Path)):
-        try:
-            with open(source) as f:
-                return json.load(f)
-        except FileNotFoundError:
-            raise D2SegError(f"{what} not found", file=str(source)) from None
-        except json.JSONDecodeError as e:
-            raise D2SegError(f"not valid JSON ({e})", file=str(source)) from None
-    return source
-
-
 def _name(source) -> str | None:
     return str(source) if isinstance(source, (str, Path)) else None
 
@@ -93,7 +81,7 @@ def _require_keys(entries, keys: tuple[str, ...], what: str, source) -> None:
 
 def load_coco(source) -> dict:
     """A COCO instances JSON (path or dict), checked for the keys drawing needs."""
-    coco = _load_json(source, "COCO annotation file")
+    coco = read_json_or_parsed(source, "COCO annotation file")
     if not isinstance(coco, Mapping) or not isinstance(coco.get("images"), list):
         raise D2SegError("not a COCO annotation file (no 'images' list)", file=_name(source))
     _require_keys(coco["images"], ("id", "file_name", "height", "width"), "images", source)
@@ -104,7 +92,7 @@ def load_coco(source) -> dict:
 
 def load_results(source) -> list:
     """A COCO results JSON (path or list): a list of detections with image_id and category_id."""
-    results = _load_json(source, "results file")
+    results = read_json_or_parsed(source, "results file")
     if not isinstance(results, list):
         raise D2SegError("a COCO results file is a JSON list of detections", file=_name(source),
                          hint="the format written by COCOEvaluator / d2seg predict")

@@ -161,7 +161,7 @@ def test_registering_twice_is_idempotent_but_another_manifest_with_that_name_is_
 
 
 @pytest.mark.parametrize("content, where, reason", [
-    ("{not json", None, "malformed JSON"),
+    ("{not json", "line 1, column 2", "not valid JSON (Expecting property name"),
     ("[]", None, "is an object"),
     ('{"images": [], "annotations": []}', "categories", "missing or not a list"),
     ('{"images": [], "annotations": [], "categories": [{"id": "1", "name": "a"}]}', "categories[0]",

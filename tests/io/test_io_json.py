@@ -57,8 +57,9 @@ def test_missing_folder_empty_and_not_utf8(tmp_path):
 
 
 def test_parsed_objects_pass_through(tmp_path):
-    """A dict or list is returned as the same object; a path is read."""
+    """A dict or list is returned as the same object; a str or Path is read."""
     obj, lst = {"a": 1}, [1]
     assert read_json_or_parsed(obj) is obj and read_json_or_parsed(lst) is lst
     (tmp_path / "x.json").write_text("[3]")
     assert read_json_or_parsed(str(tmp_path / "x.json")) == [3]
+    assert read_json_or_parsed(tmp_path / "x.json") == [3]
