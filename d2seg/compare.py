@@ -350,11 +350,11 @@ def _ground_truth_output(data: _Data, record: dict):
     """The record's ground truth in the form a method's output has (labels or mask entries)."""
     if data.task == "semantic":
         return _read_labels(record["sem_seg_file_name"])
-    from d2seg.visualize.inputs import segmentation_to_rle
+    from d2seg.io.rle import to_rle
 
     inverse = {v: k for k, v in data.meta.thing_dataset_id_to_contiguous_id.items()}
-    return [{"segmentation": segmentation_to_rle(a["segmentation"], record["height"],
-                                                 record["width"], where=record["file_name"]),
+    return [{"segmentation": to_rle(a["segmentation"], record["height"], record["width"],
+                                    where=record["file_name"]),
              "category_id": inverse[a["category_id"]]}
             for a in record.get("annotations", [])]
 

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from d2seg.analysis.tide import TideRun, _gt_mask
+from d2seg.analysis.tide import TideRun
+from d2seg.io.rle import to_rle
 
 #: BGR colour of each outcome (true positives green; error types as in TIDE's plots).
 COLOURS = {
@@ -35,7 +36,7 @@ def colour_hex(kind: str) -> str:
 def _masks(segmentations, h: int, w: int, scale: int):
     masks = []
     for seg in segmentations:
-        m = mask_utils.decode(_gt_mask(seg, h, w)) if seg is not None else np.zeros((h, w), np.uint8)
+        m = mask_utils.decode(to_rle(seg, h, w)) if seg is not None else np.zeros((h, w), np.uint8)
         if m.ndim == 3:
             m = m.max(axis=2)
         if scale != 1:
@@ -82,7 +83,7 @@ def draw_image(image_bgr: np.ndarray, image_info: dict, anns: list, results: lis
         else:
             kind = g.fn_type or "missed"
             text = f"FN {TAGS[kind]}: {name}"
-        box = ann.get("bbox") or mask_utils.toBbox(_gt_mask(ann["segmentation"], h, w)).tolist()
+        box = ann.get("bbox") or mask_utils.toBbox(to_rle(ann["segmentation"], h, w)).tolist()
         gt_items.append((kind, text, box, ann.get("segmentation")))
     pred_items = []
     for k, det in results:
@@ -92,7 +93,7 @@ def draw_image(image_bgr: np.ndarray, image_info: dict, anns: list, results: lis
         name = names.get(d.category_id, str(d.category_id))
         kind = "tp" if d.status == "tp" else d.error
         text = f"{name} {d.score:.2f}" if kind == "tp" else f"{TAGS[kind]}: {name} {d.score:.2f}"
-        box = det.get("bbox") or mask_utils.toBbox(_gt_mask(det["segmentation"], h, w)).tolist()
+        box = det.get("bbox") or mask_utils.toBbox(to_rle(det["segmentation"], h, w)).tolist()
         pred_items.append((kind, text, box, det.get("segmentation") if with_masks else None))
     pred_items.sort(key=lambda it: it[0] == "tp")  # errors drawn last, on top
     left = _panel(base, gt_items, h, w, scale, with_masks)

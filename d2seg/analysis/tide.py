@@ -33,6 +33,7 @@ from pycocotools import mask as mask_utils
 
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json_or_parsed
+from d2seg.io.rle import to_rle
 
 #: Main error types, in TIDE's order, with TIDE's short names.
 ERROR_TYPES = ("classification", "localization", "both", "duplicate", "background", "missed")
@@ -46,25 +47,16 @@ MAX_DETS = 100  # per image, as COCO and TIDE
 
 # ------------------------------------------------------------------ inputs
 
-def _gt_mask(segmentation, height: int, width: int):
-    """A COCO annotation's segmentation as one compressed RLE (polygons merged)."""
-    if isinstance(segmentation, list):
-        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
-        return mask_utils.frPyObjects(segmentation, height, width)
-    return segmentation
-
-
 def _geometry(entry: dict, iou_type: str, height: int | None = None, width: int | None = None):
     if iou_type == "bbox":
         box = entry.get("bbox")
         if box is None and entry.get("segmentation") is not None:
-            box = mask_utils.toBbox(_gt_mask(entry["segmentation"], height, width)).tolist()
+            box = mask_utils.toBbox(to_rle(entry["segmentation"], height, width)).tolist()
         return None if box is None else [float(v) for v in box]
     seg = entry.get("segmentation")
     if seg is None:
         return None
-    return _gt_mask(seg, height, width)
+    return to_rle(seg, height, width)
 
 
 def _iou(dets: list, gts: list, crowd: list[bool]) -> np.ndarray:

@@ -23,6 +23,7 @@ from pycocotools import mask as mask_utils
 
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json
+from d2seg.io.rle import polygon_problem, to_rle
 from d2seg.files import write_json_atomic
 
 ERROR, WARNING = "error", "warning"
@@ -356,11 +357,9 @@ class _Checker:
                      "add a polygon or RLE (--fix removes the annotation)", iid, aid)
             return
         for k, poly in enumerate(seg):
-            if (not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2
-                    or not all(isinstance(v, (int, float)) for v in poly)):
-                n = len(poly) if isinstance(poly, list) else poly
-                self.add("polygon_malformed", f"polygon {k} has {n} coordinates (need an even "
-                         "number >= 6, i.e. >= 3 points)",
+            problem = polygon_problem(poly)
+            if problem is not None:
+                self.add("polygon_malformed", problem.replace("polygon", f"polygon {k}", 1),
                          "detectron2 silently drops it (--fix removes the polygon)", iid, aid)
                 continue
             xy = np.asarray(poly, dtype=float).reshape(-1, 2)
@@ -581,15 +580,6 @@ class Change:
     annotation_id: int | None = None
 
 
-def _rle_of(seg, h, w):
-    """A single compressed RLE for a polygon list or an (un)compressed RLE."""
-    if isinstance(seg, list):
-        return mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-    if isinstance(seg.get("counts"), list):
-        return mask_utils.frPyObjects(seg, h, w)
-    return seg
-
-
 def _fix_annotation(a, w, h, tol, log) -> bool:
     """Repair one instance annotation in place; False when it must be removed."""
     aid, iid = a.get("id"), a.get("image_id")
@@ -606,10 +596,9 @@ def _fix_annotation(a, w, h, tol, log) -> bool:
     elif isinstance(seg, list) and seg:
         kept = []
         for poly in seg:
-            if (not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2
-                    or not all(isinstance(v, (int, float)) for v in poly)):
-                n = len(poly) if isinstance(poly, list) else repr(poly)
-                log("removed_polygon", f"polygon with {n} coordinates", iid, aid)
+            problem = polygon_problem(poly)
+            if problem is not None:
+                log("removed_polygon", problem, iid, aid)
                 continue
             xy = np.asarray(poly, dtype=float).reshape(-1, 2)
             if xy[:, 0].min() < -tol or xy[:, 1].min() < -tol or xy[:, 0].max() > w + tol \
@@ -626,10 +615,10 @@ def _fix_annotation(a, w, h, tol, log) -> bool:
         log("removed_annotation", "no segmentation", iid, aid)
         return False
     if a.get("iscrowd") == 1 and isinstance(seg, list):
-        rle = _rle_of(seg, h, w)
+        rle = to_rle(seg, h, w, where=f"annotation {aid}")
         a["segmentation"] = {"size": [h, w], "counts": rle["counts"].decode("ascii")}
         log("set_field", "crowd polygon converted to RLE", iid, aid)
-    rle = _rle_of(a["segmentation"], h, w)
+    rle = to_rle(a["segmentation"], h, w, where=f"annotation {aid}")
     mask_area = float(mask_utils.area(rle))
     if mask_area <= 0:
         log("removed_annotation", "mask is empty inside the image", iid, aid)

@@ -37,6 +37,7 @@ from pycocotools import mask as mask_utils
 from d2seg.data.check import IMAGE_SUFFIXES
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json
+from d2seg.io.rle import encode_mask, to_rle
 from d2seg.files import write_json_atomic
 
 
@@ -44,15 +45,8 @@ def _categories(names) -> list[dict]:
     return [{"id": i + 1, "name": n, "supercategory": n} for i, n in enumerate(names)]
 
 
-def _encode(mask: np.ndarray) -> dict:
-    """Compressed RLE with a JSON-ready string ``counts``."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
 def _rle_annotation(mask, ann_id, image_id, category_id) -> dict:
-    rle = _encode(mask)
+    rle = encode_mask(mask)
     return {"id": ann_id, "image_id": image_id, "category_id": category_id, "iscrowd": 0,
             "segmentation": rle, "area": float(mask_utils.area(rle)),
             "bbox": [float(v) for v in mask_utils.toBbox(rle)]}
@@ -152,7 +146,7 @@ def labelme_to_coco(src_dir: str | os.PathLike, out_json: str | os.PathLike, *,
             groups.setdefault(key, []).append(pts)
         for (label, _), polys in groups.items():
             seg = [p.reshape(-1).tolist() for p in polys]
-            rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+            rle = to_rle(seg, h, w, file=str(f))
             allpts = np.concatenate(polys)
             (x0, y0), (x1, y1) = allpts.min(0), allpts.max(0)
             annotations.append({"id": len(annotations) + 1, "image_id": image_id,

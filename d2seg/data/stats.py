@@ -16,6 +16,7 @@ from pycocotools import mask as mask_utils
 
 from d2seg.data.check import is_panoptic, load_coco_json
 from d2seg.files import save_figure_atomic, write_json_atomic
+from d2seg.io.rle import to_rle
 
 SMALL, MEDIUM = 32 ** 2, 96 ** 2  # COCO's area ranges
 
@@ -33,10 +34,7 @@ def _area(ann: dict, sizes: dict) -> float:
     if not seg or size is None:
         return 0.0
     w, h = size
-    rles = mask_utils.frPyObjects(seg, h, w) if isinstance(seg, list) else (
-        mask_utils.frPyObjects(seg, h, w) if isinstance(seg.get("counts"), list) else seg)
-    rle = mask_utils.merge(rles) if isinstance(rles, list) else rles
-    return float(mask_utils.area(rle))
+    return float(mask_utils.area(to_rle(seg, h, w, where=f"annotation {ann.get('id')}")))
 
 
 def dataset_stats(json_path: str | os.PathLike, progress: bool | None = None) -> dict:

@@ -25,13 +25,14 @@ from tqdm import tqdm
 
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json_or_parsed
+from d2seg.io.rle import to_rle
 from d2seg.files import write_png_atomic
 from d2seg.panoptic.png import read_panoptic_png
 from d2seg.visualize.colours import class_colors
 from d2seg.visualize.files import _load_panoptic_json, _panoptic_dir
 from d2seg.visualize.inputs import (
     InstanceSet, annotations_to_instances, group_by_image, instances_from_detectron2,
-    results_to_instances, segmentation_to_rle,
+    results_to_instances,
 )
 from d2seg.visualize.render import draw_instances, draw_panoptic, draw_semantic, side_by_side
 
@@ -271,7 +272,7 @@ class FilePredictions:
 def _decode(segmentation, size, source) -> np.ndarray:
     from pycocotools import mask as mask_utils
 
-    rle = segmentation_to_rle(segmentation, *size, where=_name(source) or "")
+    rle = to_rle(segmentation, *size, where=_name(source))
     return mask_utils.decode(rle).astype(bool)
 
 

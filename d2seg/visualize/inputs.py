@@ -11,6 +11,7 @@ from pycocotools import mask as mask_utils
 
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json_or_parsed
+from d2seg.io.rle import to_rle
 
 
 @dataclass
@@ -45,26 +46,6 @@ def _xywh_to_xyxy(boxes) -> np.ndarray:
     b = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
     b[:, 2:] += b[:, :2]
     return b
-
-
-def segmentation_to_rle(segmentation, height: int, width: int, *, where: str = "") -> dict:
-    """A COCO ``segmentation`` (polygons, uncompressed or compressed RLE) as one compressed RLE."""
-    try:
-        if isinstance(segmentation, list):  # polygons
-            polygons = [p for p in segmentation if len(p) >= 6]
-            if not polygons:
-                raise D2SegError("polygon has fewer than 3 points", where=where)
-            return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-        if isinstance(segmentation, Mapping) and "counts" in segmentation:
-            if isinstance(segmentation["counts"], list):
-                return mask_utils.frPyObjects(dict(segmentation), height, width)
-            if list(segmentation["size"]) != [height, width]:
-                raise D2SegError(f"mask size {segmentation['size']} differs from the image "
-                                 f"{height}x{width}", where=where)
-            return dict(segmentation)
-    except (TypeError, ValueError) as e:
-        raise D2SegError(f"unreadable segmentation ({e})", where=where) from None
-    raise D2SegError("segmentation is neither polygons nor RLE", where=where)
 
 
 def _name(source) -> str | None:
@@ -134,7 +115,7 @@ def results_to_instances(entries: Sequence[Mapping], image_size: tuple[int, int]
                 h, w = image_size
             else:
                 raise D2SegError("polygon results need the image size", where=here)
-            rles.append(segmentation_to_rle(seg, int(h), int(w), where=here))
+            rles.append(to_rle(seg, int(h), int(w), where=here))
         if "bbox" in r:
             boxes.append(r["bbox"])
         elif has_masks:
@@ -163,7 +144,7 @@ def annotations_to_instances(anns: Sequence[Mapping], height: int, width: int) -
     for a in anns:
         where = f"annotation {a.get('id', '?')}"
         if "segmentation" in a and a["segmentation"]:
-            rles.append(segmentation_to_rle(a["segmentation"], height, width, where=where))
+            rles.append(to_rle(a["segmentation"], height, width, where=where))
         else:
             rles.append(None)
         if "bbox" in a:
