@@ -23,6 +23,7 @@ from pycocotools import mask as mask_utils
 
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json
+from d2seg.io.panoptic import rgb_to_id
 from d2seg.io.rle import polygon_problem, to_rle
 from d2seg.files import write_json_atomic
 
@@ -164,8 +165,7 @@ def decodes(path: Path) -> str | None:
 def panoptic_ids(png_path: Path) -> np.ndarray:
     """Segment id per pixel of a COCO panoptic PNG: R + 256 G + 256^2 B."""
     with Image.open(png_path) as im:
-        rgb = np.asarray(im.convert("RGB"), dtype=np.uint32)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+        return rgb_to_id(np.asarray(im.convert("RGB")))
 
 
 def inspect_image(path: Path, decode: bool = True

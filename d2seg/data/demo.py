@@ -28,6 +28,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from d2seg.io.panoptic import id_to_rgb
+
 GENERATOR_VERSION = 1
 IMAGE_HEIGHT = 160
 IMAGE_WIDTHS = (160, 192)
@@ -201,7 +203,7 @@ def _write_split(out: Path, split: str, count: int, seed: int, split_index: int,
         stem = f"{image_id:06d}"
         images.append({"id": image_id, "file_name": f"{stem}.jpg", "height": IMAGE_HEIGHT, "width": w})
         (out / split / "images" / f"{stem}.jpg").write_bytes(_jpeg_bytes(image))
-        rgb = np.stack([seg_ids % 256, seg_ids // 256 % 256, seg_ids // 65536], -1).astype(np.uint8)
+        rgb = id_to_rgb(seg_ids)
         (out / split / "panoptic" / f"{stem}.png").write_bytes(_png_bytes(rgb))
         semantic = np.full(seg_ids.shape, 255, np.uint8)
         segments = []

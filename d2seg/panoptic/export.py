@@ -17,19 +17,12 @@ import numpy as np
 
 from d2seg.errors import D2SegError
 from d2seg.files import UniqueNames, write_json_atomic, write_png_atomic
-
-
-def ids_to_rgb(ids: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 colours of ids: R = id % 256, G = id // 256 % 256, B = id // 65536."""
-    ids = np.asarray(ids).astype(np.uint32)
-    if ids.size and int(ids.max()) >= 1 << 24:
-        raise D2SegError(f"segment id {int(ids.max())} does not fit in an RGB PNG (max 2^24 - 1)")
-    return np.stack([ids & 255, (ids >> 8) & 255, (ids >> 16) & 255], axis=-1).astype(np.uint8)
+from d2seg.io.panoptic import id_to_rgb
 
 
 def write_panoptic_png(path: str | os.PathLike, ids: np.ndarray) -> None:
     """Save a segment-id map as a COCO panoptic PNG (atomically)."""
-    write_png_atomic(path, ids_to_rgb(ids)[..., ::-1])
+    write_png_atomic(path, id_to_rgb(ids)[..., ::-1])
 
 
 def segment_area_and_bbox(ids: np.ndarray, segment_id: int) -> tuple[int, list[int]]:

@@ -12,7 +12,8 @@ from PIL import Image
 from d2seg.evaluation.panoptic_quality import pq_compute_folders
 from d2seg.files import TEMP_SUFFIX
 from d2seg.panoptic.combine import InstancePredictions, combine_panoptic
-from d2seg.panoptic.export import export_coco_panoptic, ids_to_rgb
+from d2seg.io.panoptic import id_to_rgb
+from d2seg.panoptic.export import export_coco_panoptic
 
 rgb2id = pytest.importorskip("panopticapi.utils").rgb2id
 
@@ -37,9 +38,9 @@ def _predictions(n_images=3):
     return out
 
 
-def test_ids_to_rgb_inverts_panopticapi_rgb2id():
+def test_id_to_rgb_inverts_panopticapi_rgb2id():
     ids = np.random.default_rng(0).integers(0, 1 << 24, size=(30, 40))
-    assert np.array_equal(rgb2id(ids_to_rgb(ids).astype(np.uint32)), ids)
+    assert np.array_equal(rgb2id(id_to_rgb(ids).astype(np.uint32)), ids)
 
 
 def test_round_trip_through_panopticapi(tmp_path, panoptic_helpers):
