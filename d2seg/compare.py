@@ -130,7 +130,8 @@ def _load_dataset(name: str, limit: int | None) -> _Data:
 
 
 def _read_bgr(path: str) -> np.ndarray:
-    from detectron2.data.detection_utils import read_image
+    """The BGR image as training reads it; a bad file is one D2SegError line naming it."""
+    from d2seg.data.images import read_image
 
     return read_image(path, format="BGR")
 

@@ -83,9 +83,9 @@ def run_panoptic_demo(out_dir="runs/demo", max_iter: int | None = None, num_pict
 
 def export_panoptic_predictions(cfg, weights: str, dataset: str, out_json: Path) -> dict:
     """Run a panoptic model on a registered dataset and write COCO panoptic PNGs + JSON."""
-    import cv2
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
+    from d2seg.data.images import read_image
     from d2seg.engine.predict import BatchPredictor
     from d2seg.io.json import read_json
     from d2seg.panoptic.export import export_coco_panoptic
@@ -96,7 +96,7 @@ def export_panoptic_predictions(cfg, weights: str, dataset: str, out_json: Path)
 
     def predictions():
         for record in DatasetCatalog.get(dataset):
-            image = cv2.imread(record["file_name"])
+            image = read_image(record["file_name"], "BGR")
             ids, segments = predictor([image])[0]["panoptic_seg"]
             info = {"id": record["image_id"], "file_name": Path(record["file_name"]).name,
                     "height": image.shape[0], "width": image.shape[1]}
