@@ -232,7 +232,7 @@ def _run_model(args) -> int:
         from d2seg.evaluation import semantic_report
         from d2seg.report import write_report
 
-        report = json.loads((folder / semantic_report.REPORT_JSON).read_text())
+        report = read_json(folder / semantic_report.REPORT_JSON, "semantic report file")
         written = semantic_report.write_report(report, args.out, plots=not args.no_plots)
         written["html"] = str(write_report(args.out))
         print(semantic_report.markdown(report).split("\n\n")[0])
