@@ -5,7 +5,7 @@ evaluation, the summary (and for d2seg the report files). Both run as separate p
 the same files, alternating, median of --repeat wall times (GNU-time-free: measured around
 subprocess.run).
 
-    OMP_NUM_THREADS=1 python bench/bench_eval_cli.py [--images 200] [--dets-per-image 3] [--repeat 5]
+    OMP_NUM_THREADS=1 python bench/bench_eval_cli.py [--images 200] [--dets-per-image 3] [--classes 2] [--repeat 5]
 
 Data: bench_coco_eval.make_data (generated 640x480 images, polygon ground truths, RLE detections).
 Rows: d2seg with plots (PR curves, confusion matrices, report.html), d2seg --no-plots, and the
@@ -52,8 +52,11 @@ def main() -> int:
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--dets-per-image", type=float, default=3)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--classes", type=int, default=2,
+                   help="categories (issue 13's case: a 2-class brain-MRI set)")
     args = p.parse_args()
-    gt, dets = make_data(args.images, dets_per_image=args.dets_per_image, seed=3)
+    gt, dets = make_data(args.images, dets_per_image=args.dets_per_image, num_classes=args.classes,
+                         seed=3)
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     with tempfile.TemporaryDirectory(prefix="bench_eval_cli") as tmp:
         gt_path, res_path = Path(tmp) / "gt.json", Path(tmp) / "results.json"
@@ -70,7 +73,8 @@ def main() -> int:
             for name, cmd in cmds.items():
                 times[name].append(_wall(cmd, env))
     ref = statistics.median(times["pycocotools script (bbox + segm)"])
-    print(f"{args.images} images, {len(gt['annotations'])} ground truths, {len(dets)} detections; "
+    print(f"{args.images} images, {args.classes} classes, {len(gt['annotations'])} ground truths, "
+          f"{len(dets)} detections; "
           f"median of {args.repeat} fresh processes each")
     print("| command | wall s | vs pycocotools script |")
     print("|---|---:|---:|")

@@ -254,8 +254,6 @@ def _pct(v: float) -> str:
 
 def write_report(report: dict, out_dir, gt=None, results=None, plots: bool = True) -> dict:
     """Write metrics.json, metrics.md and (with ``plots``) PR curves and confusion matrices."""
-    from d2seg.evaluation import plots as plotting
-
     os.makedirs(out_dir, exist_ok=True)
     public = {t: {k: v for k, v in r.items() if not k.startswith("_")} for t, r in report.items()}
     written = {"json": str(write_json_atomic(os.path.join(out_dir, "metrics.json"), public,
@@ -263,6 +261,8 @@ def write_report(report: dict, out_dir, gt=None, results=None, plots: bool = Tru
                "markdown": str(write_text_atomic(os.path.join(out_dir, "metrics.md"),
                                                  markdown_table(report)))}
     if plots:
+        from d2seg.evaluation import plots as plotting  # matplotlib: ~1 s to import
+
         coco_gt = load_gt(gt) if gt is not None else None
         for iou_type, r in report.items():
             if "_precision" in r and coco_gt is not None:

@@ -369,11 +369,11 @@ def plots_section(run: RunFolder) -> str:
 
 
 def errors_section(run: RunFolder) -> str:
-    from d2seg.analysis.draw import colour_hex
-
     a = run.analysis
     if not a:
         return ""
+    from d2seg.analysis.draw import colour_hex
+
     parts = ['<p class="muted">TIDE error breakdown: dAP is the AP50 gained when every error of '
              "that type is fixed (classification: right place, wrong class; localization: right "
              f"class, IoU {esc(a['bg_iou'])}-{esc(a['pos_iou'])}; both: wrong class and badly "
@@ -398,11 +398,11 @@ def errors_section(run: RunFolder) -> str:
 
 
 def worst_section(run: RunFolder) -> str:
-    from d2seg.analysis.draw import COLOURS, TAGS, colour_hex
-
     a = run.analysis
     if not a or not a.get("worst"):
         return _semantic_worst(run)
+    from d2seg.analysis.draw import COLOURS, TAGS, colour_hex
+
     legend = "".join(f'<span style="--c:{colour_hex(k)}">{esc(TAGS[k])}: {esc(k)}</span>'
                      for k in COLOURS)
     figs = []
