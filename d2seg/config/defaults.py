@@ -27,6 +27,19 @@ def add_d2seg_config(cfg: CN) -> CN:
     cfg.D2SEG.ON_DIVERGENCE = "stop"
     cfg.D2SEG.RECOVER_LR_FACTOR = 0.5
     cfg.D2SEG.RECOVER_MAX_TIMES = 3
+    # Early stopping: stop training when D2SEG.BEST_METRIC has not improved by more than
+    # MIN_DELTA (on the value of the last evaluation that did improve) for PATIENCE evaluations
+    # in a row (0: off). model_best.pth is kept, model_final.pth is written at the stop, and the
+    # counters travel in checkpoints, so --resume stops where an uninterrupted run would.
+    cfg.D2SEG.EARLY_STOP = CN()
+    cfg.D2SEG.EARLY_STOP.PATIENCE = 0
+    cfg.D2SEG.EARLY_STOP.MIN_DELTA = 0.0
+    # Validation loss: every VAL_LOSS_PERIOD iterations (0: off) and at the end, the training
+    # losses on DATASETS.TEST[0] (its first VAL_LOSS_MAX_IMAGES images; 0: all), logged as
+    # val_total_loss and val_<loss> (metrics.json, TensorBoard). D2SEG.BEST_METRIC may name
+    # one (with D2SEG.BEST_MODE min). See d2seg.engine.hooks.ValidationLoss.
+    cfg.TEST.VAL_LOSS_PERIOD = 0
+    cfg.TEST.VAL_LOSS_MAX_IMAGES = 0
     # At the end of training: report/ (metrics, PR curves, confusion), analysis/ (error
     # breakdown, worst images) and report.html from the last evaluation (d2seg.engine.run_report).
     cfg.D2SEG.RUN_REPORT = True

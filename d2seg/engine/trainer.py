@@ -31,7 +31,7 @@ from d2seg.engine.checkpoint import (
     preserved_rng_states,
     restore_rng_states,
 )
-from d2seg.engine.hooks import ProgressBar
+from d2seg.engine.hooks import LOSS_PREFIX, BestCheckpointer, EvalHook, ProgressBar, ValidationLoss
 from d2seg.engine.sampler import ResumableTrainLoader
 from d2seg.errors import D2SegError
 from d2seg.evaluation.evaluator import CocoEvaluator, SemSegReportEvaluator
@@ -87,6 +87,7 @@ def prepare_config(cfg: CfgNode) -> CfgNode:
             cfg.INPUT.MASK_FORMAT = mask_format
     check_config_matches_dataset(cfg, names)
     _check_divergence_keys(cfg)
+    _check_validation_keys(cfg)
     return cfg
 
 
@@ -104,10 +105,85 @@ def _check_divergence_keys(cfg: CfgNode) -> None:
                          where="D2SEG.RECOVER_MAX_TIMES", hint="use 0 or more, e.g. 3")
 
 
+def _metric_tasks(cfg: CfgNode) -> tuple[str, ...]:
+    """The prefixes of the metrics the evaluators of DATASETS.TEST[0] produce (bbox/AP, ...)."""
+    meta = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+    kind = meta.get("evaluator_type", "coco")
+    if kind == "coco":
+        return ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+    if kind == "sem_seg":
+        return ("sem_seg",)
+    if kind == "coco_panoptic_seg":
+        return ("panoptic_seg", "bbox", "segm") if meta.get("json_file", None) else ("panoptic_seg",)
+    return ()
+
+
+def _check_validation_keys(cfg: CfgNode) -> None:
+    """TEST.VAL_LOSS_*, D2SEG.BEST_MODE and D2SEG.EARLY_STOP.*: one error line naming the key."""
+    for key in ("VAL_LOSS_PERIOD", "VAL_LOSS_MAX_IMAGES"):
+        if cfg.TEST[key] < 0:
+            raise D2SegError(f"{cfg.TEST[key]} is negative", where=f"TEST.{key}",
+                             hint="use 0 (off / all images) or more")
+    if cfg.TEST.VAL_LOSS_PERIOD > 0 and not cfg.DATASETS.TEST:
+        raise D2SegError("the validation loss is computed on DATASETS.TEST[0], which is empty",
+                         where="TEST.VAL_LOSS_PERIOD",
+                         hint="set DATASETS.TEST to a labelled split, or TEST.VAL_LOSS_PERIOD 0")
+    if cfg.D2SEG.BEST_MODE not in ("max", "min"):
+        raise D2SegError(f"unknown value {cfg.D2SEG.BEST_MODE!r}", where="D2SEG.BEST_MODE",
+                         hint="use max (higher is better, e.g. segm/AP) or min (e.g. val_total_loss)")
+    stop = cfg.D2SEG.EARLY_STOP
+    if stop.PATIENCE < 0:
+        raise D2SegError(f"{stop.PATIENCE} is negative", where="D2SEG.EARLY_STOP.PATIENCE",
+                         hint="use 0 (off) or the number of evaluations without improvement "
+                              "after which training stops, e.g. 5")
+    if stop.MIN_DELTA < 0:
+        raise D2SegError(f"{stop.MIN_DELTA} is negative", where="D2SEG.EARLY_STOP.MIN_DELTA",
+                         hint="use 0 or the least change that counts as an improvement")
+    metric = cfg.D2SEG.BEST_METRIC
+    if metric.startswith(LOSS_PREFIX) and cfg.TEST.VAL_LOSS_PERIOD <= 0:
+        raise D2SegError(f"{metric} is a validation loss, but TEST.VAL_LOSS_PERIOD is 0",
+                         where="D2SEG.BEST_METRIC",
+                         hint="set TEST.VAL_LOSS_PERIOD (and D2SEG.BEST_MODE min)")
+    if stop.PATIENCE == 0:
+        return
+    if not metric:
+        raise D2SegError("early stopping follows D2SEG.BEST_METRIC, which is empty",
+                         where="D2SEG.EARLY_STOP.PATIENCE",
+                         hint="set D2SEG.BEST_METRIC (e.g. segm/AP, or val_total_loss with "
+                              "D2SEG.BEST_MODE min), or D2SEG.EARLY_STOP.PATIENCE 0")
+    if not cfg.DATASETS.TEST or _metric_period(cfg) <= 0:
+        source = "TEST.VAL_LOSS_PERIOD" if metric.startswith(LOSS_PREFIX) else "TEST.EVAL_PERIOD"
+        raise D2SegError(f"early stopping needs evaluations during training, but "
+                         f"{'DATASETS.TEST is empty' if not cfg.DATASETS.TEST else source + ' is 0'}",
+                         where="D2SEG.EARLY_STOP.PATIENCE",
+                         hint=f"set DATASETS.TEST and {source}, or D2SEG.EARLY_STOP.PATIENCE 0")
+    if not metric.startswith(LOSS_PREFIX):
+        tasks = _metric_tasks(cfg)
+        task = metric.split("/", 1)[0] if "/" in metric else ""
+        if tasks and task not in tasks:
+            example = {"sem_seg": "sem_seg/mIoU", "panoptic_seg": "panoptic_seg/PQ"}.get(
+                tasks[0], tasks[-1] + "/AP")
+            reports = ", ".join(t + "/..." for t in tasks)
+            raise D2SegError(f"unknown metric {metric!r}: the evaluation of "
+                             f"{cfg.DATASETS.TEST[0]} reports {reports}", where="D2SEG.BEST_METRIC",
+                             hint=f"e.g. {example}, or val_total_loss (with "
+                                  "TEST.VAL_LOSS_PERIOD and D2SEG.BEST_MODE min)")
+
+
+def _metric_period(cfg: CfgNode) -> int:
+    """How often D2SEG.BEST_METRIC is produced: a validation loss by TEST.VAL_LOSS_PERIOD,
+    other metrics by the evaluation (TEST.EVAL_PERIOD)."""
+    if cfg.D2SEG.BEST_METRIC.startswith(LOSS_PREFIX):
+        return cfg.TEST.VAL_LOSS_PERIOD
+    return cfg.TEST.EVAL_PERIOD
+
+
 class Trainer(DefaultTrainer):
     """DefaultTrainer plus: evaluators picked from the data, best checkpoint, a progress bar,
     crash-safe checkpoints and exact resume (d2seg.engine.checkpoint, d2seg.engine.sampler),
-    and, with ``D2SEG.ON_DIVERGENCE recover``, recovery from a NaN/Inf loss (:meth:`train`)."""
+    the loss on the test split (``TEST.VAL_LOSS_PERIOD``), early stopping
+    (``D2SEG.EARLY_STOP``), and, with ``D2SEG.ON_DIVERGENCE recover``, recovery from a NaN/Inf
+    loss (:meth:`train`)."""
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -184,11 +260,14 @@ class Trainer(DefaultTrainer):
         self.iter = self.start_iter = start_iter
         self.max_iter = max_iter
         self.recoveries: list[dict] = []
+        self.stop_message: str | None = None
         with EventStorage(start_iter) as self.storage:
             try:
                 self.before_train()
                 self._prepare_recovery()
-                while self.iter < max_iter:
+                if self.stop_message is not None:
+                    self._log_stop()
+                while self.iter < max_iter and self.stop_message is None:
                     self.before_step()
                     try:
                         self.run_step()
@@ -196,6 +275,9 @@ class Trainer(DefaultTrainer):
                         self._recover(e)
                         continue
                     self.after_step()
+                    if self.stop_message is not None:
+                        self._stop_early()
+                        break  # self.iter stays the last iteration: no end-of-training eval
                     self.iter += 1
                 if start_iter >= max_iter:  # as TrainerBase: iter == max_iter + 1 when none ran
                     self.iter = start_iter + 1
@@ -204,6 +286,28 @@ class Trainer(DefaultTrainer):
                 raise
             finally:
                 self.after_train()
+
+    # -- early stopping ------------------------------------------------------------------------
+
+    def request_stop(self, message: str, final_pass: bool = True) -> None:
+        """End training after the current iteration (a hook's request, the same on every
+        rank). With ``final_pass``, hooks with ``on_early_stop`` (the validation loss) run it
+        now, before the writers of this iteration."""
+        self.stop_message = message
+        if final_pass:
+            for hook in self._hooks:
+                action = getattr(hook, "on_early_stop", None)
+                if callable(action):
+                    action()
+
+    def _stop_early(self) -> None:
+        """The end of a run stopped early: model_final.pth of this iteration, one log line."""
+        self.checkpointer.save("model_final", iteration=self.iter)  # rank 0 writes
+        self._log_stop()
+
+    def _log_stop(self) -> None:
+        if comm.is_main_process():
+            logger.warning(self.stop_message)
 
     def _recovery_enabled(self) -> bool:
         return self.cfg.D2SEG.ON_DIVERGENCE == "recover" and comm.get_world_size() == 1
@@ -375,11 +479,25 @@ class Trainer(DefaultTrainer):
                                              trainer=weakref.proxy(self))
         result = super().build_hooks()
         cfg = self.cfg
-        if cfg.D2SEG.BEST_METRIC and cfg.TEST.EVAL_PERIOD > 0 and cfg.DATASETS.TEST:
-            # after EvalHook (which produced the metric), before the writers
-            at = next(i for i, h in enumerate(result) if isinstance(h, hooks.EvalHook)) + 1
-            result.insert(at, hooks.BestCheckpointer(cfg.TEST.EVAL_PERIOD, self.checkpointer,
-                                                     cfg.D2SEG.BEST_METRIC, cfg.D2SEG.BEST_MODE))
+        # detectron2's evaluation, with the last one inside the last step (d2seg.engine.hooks)
+        at = next(i for i, h in enumerate(result) if isinstance(h, hooks.EvalHook))
+        after = [EvalHook(result[at]._period, result[at]._func)]  # it, then the hooks using it
+        if cfg.TEST.VAL_LOSS_PERIOD > 0 and cfg.DATASETS.TEST:
+            after.append(ValidationLoss(cfg, cfg.TEST.VAL_LOSS_PERIOD, cfg.DATASETS.TEST[0],
+                                        cfg.TEST.VAL_LOSS_MAX_IMAGES))
+        if cfg.D2SEG.BEST_METRIC and _metric_period(cfg) > 0 and cfg.DATASETS.TEST:
+            after.append(BestCheckpointer(
+                _metric_period(cfg), self.checkpointer, cfg.D2SEG.BEST_METRIC,
+                cfg.D2SEG.BEST_MODE, patience=cfg.D2SEG.EARLY_STOP.PATIENCE,
+                min_delta=cfg.D2SEG.EARLY_STOP.MIN_DELTA))
+        # detectron2 saves the periodic checkpoint before evaluating; d2seg saves it after the
+        # evaluation and the hooks acting on it, so that the checkpoint of an evaluated
+        # iteration carries their state (best value, early-stopping counters) and --resume
+        # continues them exactly
+        after += [h for h in result if isinstance(h, hooks.PeriodicCheckpointer)]  # rank 0 only
+        others = [not isinstance(h, hooks.PeriodicCheckpointer) for h in result]
+        result = ([h for h, keep in zip(result[:at], others) if keep] + after +
+                  [h for h, keep in zip(result[at + 1:], others[at + 1:]) if keep])
         if cfg.D2SEG.PROGRESS_BAR:
             result.append(ProgressBar(cfg.SOLVER.MAX_ITER))
         result.append(SaveOnInterrupt(self.checkpointer))  # last: after the step's metrics
