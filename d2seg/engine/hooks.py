@@ -70,16 +70,27 @@ class EvalHook(hooks.EvalHook):
     The hooks that act on an evaluation (the best checkpoint, early stopping) then see it before
     the final checkpoint is written, so ``model_final.pth`` carries their state. A run with no
     step left (resuming a finished run) still evaluates once in ``after_train``, as detectron2's.
+    A run that stops early is evaluated at the iteration it stops at (:meth:`on_early_stop`).
     """
 
     def before_train(self):
         self._final_done = False
+        self._evaluated_at = None
 
     def after_step(self):
         next_iter = self.trainer.iter + 1
         if next_iter == self.trainer.max_iter or (self._period > 0 and next_iter % self._period == 0):
-            self._do_eval()
+            self._evaluate()
             self._final_done = next_iter == self.trainer.max_iter
+
+    def on_early_stop(self):
+        """Training stops after this iteration: its last evaluation, unless it just had one."""
+        if self._evaluated_at != self.trainer.iter:
+            self._evaluate()
+
+    def _evaluate(self):
+        self._do_eval()
+        self._evaluated_at = self.trainer.iter
 
     def after_train(self):
         if self.trainer.iter + 1 >= self.trainer.max_iter and not self._final_done:

@@ -396,3 +396,30 @@ def test_bad_setting_through_the_cli(setup, tmp_path):
     errors = [line for line in log.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "D2SEG.EARLY_STOP.PATIENCE" in errors[0]
     assert "Traceback" not in log
+
+
+def test_a_run_stopped_early_is_evaluated_once_at_its_last_iteration():
+    """EvalHook (every 4 iterations, MAX_ITER 10): a stop at iteration 5 evaluates at 5; a stop
+    right after the evaluation of iteration 3 does not evaluate again."""
+    from detectron2.utils.events import EventStorage
+
+    from d2seg.engine.hooks import EvalHook
+
+    calls = []
+
+    def evaluate():
+        calls.append(trainer.iter)
+        return {"segm": {"AP": float(trainer.iter)}}
+
+    hook = EvalHook(4, evaluate)
+    with EventStorage(0) as storage:
+        trainer = SimpleNamespace(iter=0, max_iter=10, storage=storage)
+        hook.trainer = trainer
+        hook.before_train()
+        for i in range(6):
+            trainer.iter = storage.iter = i
+            hook.after_step()
+            if i == 3:
+                hook.on_early_stop()
+        hook.on_early_stop()
+        assert calls == [3, 5] and storage.latest()["segm/AP"] == (5.0, 5)
