@@ -1,8 +1,10 @@
 """d2seg.compat.torch_ops.deform: detectron2's deformable-conv ``_C`` operators on torchvision.
 
-References are independent of the module under test: torchvision's ``deform_conv2d`` called
-directly (and differentiated by autograd), plain ``conv2d`` for zero / whole-pixel offsets, and
-detectron2's own autograd Functions checked with ``gradcheck``.
+The adapter computes with torchvision's ``deform_conv2d``, so comparing with that op called
+directly checks the adaptation (argument order, layouts, offsets, masks, gradients through
+detectron2's autograd Functions), not the deformable convolution itself. The independent
+references are plain ``conv2d`` for zero and whole-pixel offsets, where a deformable convolution
+must equal an ordinary one, and ``gradcheck`` (finite differences) for the gradients.
 """
 
 from __future__ import annotations
