@@ -56,6 +56,21 @@ class D2SegDatasetMapper(DatasetMapper):
     ``D2SegError`` when the image's size contradicts the annotation file.
     """
 
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        """detectron2's, except that a training crop honours ``INPUT.CROP.SINGLE_CATEGORY_MAX_AREA``
+        (the DeepLab key d2seg's semantic configs add; detectron2's mapper ignores it): below
+        1.0 the crop is detectron2's ``RandomCrop_CategoryAreaConstraint``, which retries crops
+        where one class covers more than that share of the labelled pixels."""
+        ret = super().from_config(cfg, is_train)
+        area = cfg.INPUT.CROP.get("SINGLE_CATEGORY_MAX_AREA", 1.0)
+        if is_train and cfg.INPUT.CROP.ENABLED and area < 1.0:
+            ignore = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+            ret["augmentations"] = [
+                T.RandomCrop_CategoryAreaConstraint(a.crop_type, a.crop_size, area, ignore)
+                if type(a) is T.RandomCrop else a for a in ret["augmentations"]]
+        return ret
+
     def __call__(self, dataset_dict):
         record = copy.deepcopy(dataset_dict)  # the catalog's record stays as it was
         image, labels = self._read(record)
