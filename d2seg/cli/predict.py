@@ -6,8 +6,11 @@ from __future__ import annotations
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="predict on images/folders/globs/videos; COCO JSON + pictures")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders, globs")
-    p.add_argument("--config-file", required=True, metavar="YAML")
-    p.add_argument("--weights", required=True, metavar="FILE", help="trained checkpoint (.pth)")
+    p.add_argument("--config-file", metavar="YAML", help="the model's config (with --weights)")
+    p.add_argument("--weights", metavar="FILE", help="trained checkpoint (.pth)")
+    p.add_argument("--model", metavar="DIR",
+                   help="an export folder from d2seg export (instead of --config-file/--weights; "
+                        "runs on onnxruntime, without torch)")
     p.add_argument("--dataset", metavar="NAME", help="registered dataset whose classes the model has")
     p.add_argument("--out", default="runs/predict", metavar="DIR")
     p.add_argument("--batch-size", type=int, default=4)
@@ -18,6 +21,17 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from d2seg.errors import D2SegError
+
+    if args.model:
+        if args.config_file or args.weights or args.dataset or args.opts:
+            raise D2SegError("--model takes the classes and the config from the export folder",
+                             where="--model",
+                             hint="drop --config-file/--weights/--dataset/--opts, or --model")
+        return run_exported(args)
+    if not (args.config_file and args.weights):
+        raise D2SegError("which model? pass --config-file YAML --weights FILE, or --model DIR "
+                         "(an export folder)", where="d2seg predict")
     from detectron2.data import MetadataCatalog
 
     from d2seg.config import load_config
@@ -49,5 +63,20 @@ def run(args) -> int:
                       stuff_colors=stuff_colors)
     from d2seg.engine.predict import summary_line
 
+    print(summary_line(summary))
+    return 0
+
+
+def run_exported(args) -> int:
+    """``--model DIR``: the same outputs from an exported model; imports no torch."""
+    from d2seg.deploy import load
+    from d2seg.engine.predict import predict, summary_line
+
+    model = load(args.model)
+    summary = predict(None, args.inputs, args.out, batch_size=args.batch_size,
+                      render=not args.no_render, score_thresh=args.score_thresh,
+                      class_names=model.class_names,
+                      contiguous_to_category=model.contiguous_to_category,
+                      predictor=model.predict_batch)
     print(summary_line(summary))
     return 0

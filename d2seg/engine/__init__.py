@@ -1,5 +1,17 @@
-"""Training and evaluation loops: detectron2's DefaultTrainer with d2seg's data-driven choices."""
+"""Training and evaluation loops: detectron2's DefaultTrainer with d2seg's data-driven choices.
 
-from d2seg.engine.trainer import Trainer, prepare_config
+``Trainer`` and ``prepare_config`` are imported on first use, so the torch-free parts of the
+package (``d2seg.engine.predict`` serving an exported model) start without detectron2.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __all__ = ["Trainer", "prepare_config"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        return getattr(importlib.import_module("d2seg.engine.trainer"), name)
+    raise AttributeError(f"module 'd2seg.engine' has no attribute {name!r}")

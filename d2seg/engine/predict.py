@@ -1,6 +1,8 @@
 """Run a trained model on images, folders, globs and videos; write COCO results and pictures.
 
 Frames are read lazily and predicted in batches, so a long video streams with flat memory.
+torch and detectron2 are imported only by ``BatchPredictor`` (the PyTorch model): predicting
+with an exported model (``d2seg.deploy``) through :func:`predict` imports neither.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Iterator
 
 import cv2
 import numpy as np
-import torch
 from pycocotools import mask as mask_util
 from tqdm import tqdm
 
@@ -114,6 +115,24 @@ def iter_frames(files: list[Path]) -> Iterator[Frame]:
             yield Frame(image_id, path.name, image, stem=stem, source=str(path))
 
 
+# the heads whose class count ``NUM_CLASSES: 0`` leaves to the data, by meta-architecture
+_CLASS_COUNT_KEYS = {"GeneralizedRCNN": ("ROI_HEADS",), "RetinaNet": ("RETINANET",),
+                     "SemanticSegmentor": ("SEM_SEG_HEAD",),
+                     "PanopticFPN": ("ROI_HEADS", "SEM_SEG_HEAD")}
+
+
+def require_class_counts(cfg) -> None:
+    """A D2SegError when a head the model builds still has ``NUM_CLASSES`` 0, the configs' way
+    of saying "from the training data" (``prepare_config`` fills it from a dataset)."""
+    keys = _CLASS_COUNT_KEYS.get(cfg.MODEL.META_ARCHITECTURE, ("ROI_HEADS", "SEM_SEG_HEAD"))
+    for key in keys:
+        if key in cfg.MODEL and cfg.MODEL[key].get("NUM_CLASSES", None) == 0:
+            raise D2SegError("0 means the class count comes from the training data",
+                             where=f"MODEL.{key}.NUM_CLASSES",
+                             hint="pass --dataset NAME (the training dataset, whose classes the "
+                                  f"model has) or set MODEL.{key}.NUM_CLASSES")
+
+
 class BatchPredictor:
     """A model in eval mode that takes a list of BGR images and resizes them like the test set."""
 
@@ -124,14 +143,16 @@ class BatchPredictor:
         import d2seg.modeling  # noqa: F401  (registers d2seg's backbones)
         from d2seg.modeling.checkpoint import D2SegCheckpointer
 
+        require_class_counts(cfg)
         self.cfg = cfg
         self.model = build_model(cfg).eval()
         D2SegCheckpointer(self.model).load(weights or cfg.MODEL.WEIGHTS)
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.rgb = cfg.INPUT.FORMAT == "RGB"
 
-    @torch.no_grad()
     def __call__(self, images: list[np.ndarray]) -> list[dict]:
+        import torch
+
         inputs = []
         for image in images:
             h, w = image.shape[:2]
@@ -140,18 +161,34 @@ class BatchPredictor:
                 resized = resized[:, :, ::-1]
             tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
             inputs.append({"image": tensor, "height": h, "width": w})
-        return self.model(inputs)
+        with torch.no_grad():
+            return self.model(inputs)
+
+
+def instance_arrays(instances) -> dict:
+    """``boxes`` (N, 4) XYXY, ``scores``, ``classes`` and ``masks`` (N, H, W; None without masks)
+    as numpy arrays, from detectron2 Instances or from an exported model's result dict (which
+    has these keys already)."""
+    if isinstance(instances, dict):
+        masks = instances.get("masks")
+        return {"boxes": np.asarray(instances["boxes"]).reshape(-1, 4),
+                "scores": np.asarray(instances["scores"]), "classes": np.asarray(instances["classes"]),
+                "masks": None if masks is None else np.asarray(masks)}
+    instances = instances.to("cpu")
+    return {"boxes": instances.pred_boxes.tensor.numpy() if instances.has("pred_boxes")
+            else np.zeros((0, 4)),
+            "scores": instances.scores.numpy(), "classes": instances.pred_classes.numpy(),
+            "masks": instances.pred_masks.numpy() if instances.has("pred_masks") else None}
 
 
 def instances_to_coco(instances, image_id: int, contiguous_to_category: dict | None) -> list[dict]:
-    """COCO results (bbox XYWH, RLE masks, original category ids) from detectron2 Instances."""
-    instances = instances.to("cpu")
-    boxes = instances.pred_boxes.tensor.numpy() if instances.has("pred_boxes") else np.zeros((0, 4))
-    scores = instances.scores.tolist()
-    classes = instances.pred_classes.tolist()
-    masks = instances.pred_masks.numpy() if instances.has("pred_masks") else None
+    """COCO results (bbox XYWH, RLE masks, original category ids) from detectron2 Instances or
+    an exported model's result dict (``instance_arrays``)."""
+    arrays = instance_arrays(instances)
+    boxes, masks = arrays["boxes"], arrays["masks"]
+    scores, classes = arrays["scores"].tolist(), arrays["classes"].tolist()
     results = []
-    for i in range(len(instances)):
+    for i in range(len(scores)):
         x0, y0, x1, y1 = boxes[i].tolist()
         entry = {"image_id": image_id,
                  "category_id": contiguous_to_category.get(classes[i], classes[i]) if contiguous_to_category else classes[i],
@@ -208,6 +245,14 @@ def _draw_output(image: np.ndarray, output: dict, score_thresh: float, class_nam
                          "score": seg.get("score")})
         return draw_panoptic(image, pan.to("cpu").numpy(), info, class_names=names,
                              isthing=isthing)
+    if "instances" in output and isinstance(output["instances"], dict):  # an exported model's
+        arrays = instance_arrays(output["instances"])
+        keep = arrays["scores"] >= score_thresh
+        masks = None if arrays["masks"] is None else arrays["masks"][keep]
+        return draw_instances(image, masks=masks, boxes=arrays["boxes"][keep].astype(np.float64),
+                              classes=arrays["classes"][keep].tolist(),
+                              scores=arrays["scores"][keep].astype(float).tolist(),
+                              class_names=class_names)
     if "instances" in output:
         keep = output["instances"]
         keep = keep[keep.scores >= score_thresh].to("cpu")
@@ -224,16 +269,21 @@ def _draw_output(image: np.ndarray, output: dict, score_thresh: float, class_nam
 def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int = 4,
             render: bool = True, score_thresh: float = 0.5, class_names=None,
             contiguous_to_category: dict | None = None, progress: bool | None = None,
-            stuff_names=None, stuff_colors=None) -> dict:
+            stuff_names=None, stuff_colors=None, predictor=None) -> dict:
     """Predict every frame; write ``results.json`` (COCO instances), ``images.json``, a label PNG
-    per frame under ``semantic/`` for models with a semantic output, and pictures/videos."""
+    per frame under ``semantic/`` for models with a semantic output, and pictures/videos.
+
+    ``predictor``: a callable from a list of BGR images to one output dict per image, in place of
+    the PyTorch model ``BatchPredictor(cfg, weights)`` (``cfg`` and ``weights`` are then unused),
+    e.g. an exported model's ``predict_batch`` (``d2seg.deploy.load``)."""
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise D2SegError(f"must be at least 1, got {batch_size}", where="--batch-size")
     files = expand_sources(sources)
     out = Path(out_dir)
     (out / "rendered").mkdir(parents=True, exist_ok=True)
-    predictor = BatchPredictor(cfg, weights)
+    if predictor is None:
+        predictor = BatchPredictor(cfg, weights)
     total = _count_frames(files)
     bar = tqdm(total=total, desc="predict", unit="img", disable=(not _isatty()) if progress is None else not progress)
     # results and the image index are written as they come (a long video would otherwise keep

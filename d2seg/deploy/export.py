@@ -1,0 +1,209 @@
+"""Export a trained Mask R-CNN to an ONNX folder that ``d2seg.deploy.load`` serves without torch.
+
+The graph is detectron2's whole inference up to, not including, its post-processing: pixel
+normalisation, padding to the size divisibility, backbone, FPN, RPN (with its NMS), box head
+(score threshold, per-class NMS, top detections) and mask head. It is traced with detectron2's
+``TracingAdapter`` (which flattens Instances into tensors) and written by torch's TorchScript
+ONNX exporter (``dynamo=False``). Its input is the resized image, CHW uint8 in the model's
+channel order, any height and width; its outputs are ``boxes`` (N, 4) at the resized size,
+``classes``, ``scores`` and ``mask_probs`` (N, 1, 28, 28). The resize before and the box scaling
+and mask pasting after are d2seg's own numpy/OpenCV code (``d2seg.deploy.runtime``).
+
+model.json beside model.onnx records what a server needs: the task, class names, colours and
+dataset category ids, the input format (channel order, pixel mean/std, the resize rule, the
+size divisibility), the score/NMS thresholds, and the d2seg/torch/detectron2 versions.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from d2seg.deploy import FORMAT, FORMAT_VERSION
+from d2seg.deploy.runtime import OUTPUTS, resize_image, resized_shape
+from d2seg.errors import D2SegError
+from d2seg.files import open_temporary_beside, write_json_atomic, write_text_atomic
+
+OPSET = 17
+# the flattened Instances fields TracingAdapter returns, in its (sorted) order, and our names
+_TRACED_FIELDS = {"pred_boxes": "boxes", "pred_classes": "classes", "pred_masks": "mask_probs",
+                  "scores": "scores"}
+
+
+def check_exportable(cfg) -> None:
+    """Only Mask R-CNN (GeneralizedRCNN with masks, no keypoints) is exported today."""
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if arch != "GeneralizedRCNN" or not cfg.MODEL.MASK_ON or cfg.MODEL.KEYPOINT_ON:
+        what = f"{arch}{' without masks' if arch == 'GeneralizedRCNN' and not cfg.MODEL.MASK_ON else ''}"
+        raise D2SegError(f"d2seg export supports Mask R-CNN (GeneralizedRCNN with MASK_ON) only; "
+                         f"this config builds {what}", where="MODEL.META_ARCHITECTURE")
+
+
+def sample_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A deterministic BGR test picture: smooth colour blobs, so the model finds regions."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(h // 16, 2), max(w // 16, 2), 3), dtype=np.uint8)
+    import cv2
+
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def _model_input(image_bgr: np.ndarray, cfg):
+    """The graph's input for a BGR image: resized like the test set, channel order, CHW."""
+    h, w = image_bgr.shape[:2]
+    resized = resize_image(image_bgr, *resized_shape(h, w, cfg.INPUT.MIN_SIZE_TEST,
+                                                     cfg.INPUT.MAX_SIZE_TEST))
+    if cfg.INPUT.FORMAT == "RGB":
+        resized = resized[:, :, ::-1]
+    return np.ascontiguousarray(resized.transpose(2, 0, 1))
+
+
+def _raw_inference(model, inputs):
+    """detectron2's inference without its post-processing (no resize back, no mask pasting)."""
+    return [{"instances": model.inference(inputs, do_postprocess=False)[0]}]
+
+
+def _traced_field_order(adapter) -> list[str]:
+    """The Instances fields of the adapter's flattened outputs, in order (checked, so a detectron2
+    that flattens differently fails here rather than mislabelling outputs)."""
+    try:
+        instances = adapter.outputs_schema.schemas[0].schemas[0]
+        keys = list(instances.keys)
+    except (AttributeError, IndexError) as e:
+        raise D2SegError(f"unexpected traced output layout ({e}); this detectron2 version is not "
+                         "supported by d2seg export") from None
+    if sorted(keys) != sorted(_TRACED_FIELDS) or list(instances.sizes) != [1] * len(keys):
+        raise D2SegError(f"the traced model returns {keys}, expected {sorted(_TRACED_FIELDS)}")
+    return keys
+
+
+def export_onnx(cfg, weights: str, out_dir, *, class_names=None, category_ids=None,
+                colors_rgb=None, dataset: str | None = None, check: bool = True) -> dict:
+    """Write ``model.onnx``, ``model.json`` and ``config.yaml`` into ``out_dir``; return model.json.
+
+    ``cfg``: a config ready to build the model (classes resolved, e.g. by ``prepare_config``).
+    With ``check`` and onnxruntime installed, the written graph is run on a picture of another
+    aspect ratio than the traced one and compared with PyTorch, so a size baked into the trace
+    fails the export instead of a later prediction."""
+    import torch
+    from detectron2.export.flatten import TracingAdapter  # the submodule: no caffe2 code
+
+    import d2seg
+    from d2seg.engine.predict import BatchPredictor
+
+    check_exportable(cfg)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    model = BatchPredictor(cfg, weights).model.eval()
+    h, w = 480, 640  # a 4:3 picture, resized by the test-time rule
+    image = torch.as_tensor(_model_input(sample_image(h, w), cfg))
+    adapter = TracingAdapter(model, [{"image": image}], _raw_inference).eval()
+    with torch.no_grad():
+        adapter(image)  # fills outputs_schema
+    order = _traced_field_order(adapter)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path = out / "model.onnx"
+    tmp, handle = open_temporary_beside(onnx_path, "xb")
+    handle.close()
+    names = [_TRACED_FIELDS[k] for k in order] + ["image_size"]
+    dynamic = {"image": {1: "height", 2: "width"}}
+    dynamic.update({n: {0: "detections"} for n in names[:-1]})
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # TracerWarnings on detectron2's Python-side asserts
+            torch.onnx.export(adapter, (image,), os.fspath(tmp), opset_version=OPSET,
+                              dynamo=False, input_names=["image"], output_names=names,
+                              dynamic_axes=dynamic, do_constant_folding=True)
+        os.replace(tmp, onnx_path)
+    except ImportError as e:
+        raise D2SegError(f"the ONNX exporter needs a package that is missing ({e.name or e})",
+                         hint="pip install onnx") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    meta = describe(cfg, weights, class_names=class_names, category_ids=category_ids,
+                    colors_rgb=colors_rgb, dataset=dataset,
+                    size_divisibility=int(model.backbone.size_divisibility))
+    meta["versions"] = {"d2seg": d2seg.__version__, "torch": torch.__version__,
+                        "detectron2": _detectron2_version(), "onnx_opset": OPSET}
+    write_text_atomic(out / "config.yaml", cfg.dump())
+    write_json_atomic(out / "model.json", meta, indent=2)
+    if check:
+        _check_against_pytorch(model, out, cfg)
+    return meta
+
+
+def describe(cfg, weights: str, *, class_names=None, category_ids=None, colors_rgb=None,
+             dataset: str | None = None, size_divisibility: int = 0) -> dict:
+    """model.json's content for a Mask R-CNN config."""
+    n = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    if colors_rgb is None:  # the colours d2seg draws classes with when the data names none
+        from d2seg.visualize.colours import class_colors
+
+        colors_rgb = class_colors(n)[:, ::-1].tolist()
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "task": "instances",
+        "architecture": "Mask R-CNN (GeneralizedRCNN)",
+        "model_file": "model.onnx", "config_file": "config.yaml",
+        "weights": os.path.basename(str(weights)) if os.path.exists(str(weights)) else str(weights),
+        "dataset": dataset,
+        "classes": {"count": n, "names": list(class_names) if class_names else None,
+                    "category_ids": list(category_ids) if category_ids else None,
+                    "colors_rgb": [list(map(int, c)) for c in colors_rgb]},
+        "input": {
+            "name": "image", "layout": "CHW", "dtype": "uint8", "channel_order": cfg.INPUT.FORMAT,
+            "from": "the BGR image resized so its short side is min_size_test unless the long "
+                    "side would pass max_size_test (then that one is max_size_test), bilinear",
+            "min_size_test": int(cfg.INPUT.MIN_SIZE_TEST),
+            "max_size_test": int(cfg.INPUT.MAX_SIZE_TEST),
+            "pixel_mean": list(cfg.MODEL.PIXEL_MEAN), "pixel_std": list(cfg.MODEL.PIXEL_STD),
+            "size_divisibility": size_divisibility,
+            "inside_the_graph": "normalisation (x - pixel_mean) / pixel_std and zero padding to "
+                                "the size divisibility",
+        },
+        "outputs": {"boxes": "(N, 4) XYXY at the resized size", "classes": "(N,) class index",
+                    "scores": "(N,)", "mask_probs": "(N, 1, M, M) mask probability in the box",
+                    "image_size": "the resized (height, width)"},
+        "score_thresh": float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST),
+        "nms_thresh": float(cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST),
+        "detections_per_image": int(cfg.TEST.DETECTIONS_PER_IMAGE),
+        "mask_threshold": 0.5,
+    }
+
+
+def _detectron2_version() -> str:
+    import detectron2
+
+    return getattr(detectron2, "__version__", "unknown")
+
+
+def _check_against_pytorch(model, out: Path, cfg) -> None:
+    """Run the export on a 3:4 (portrait) picture; its detections must be PyTorch's."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return
+    import torch
+
+    from d2seg.deploy.runtime import load
+
+    chw = _model_input(sample_image(400, 300, seed=1), cfg)
+    session = load(out, threads=1).session
+    got = dict(zip(OUTPUTS, session.run(list(OUTPUTS), {"image": chw})))
+    with torch.no_grad():
+        ref = model.inference([{"image": torch.as_tensor(chw)}], do_postprocess=False)[0]
+    ref_boxes, ref_scores = ref.pred_boxes.tensor.numpy(), ref.scores.numpy()
+    # detections scoring within 1e-3 of the threshold may fall either side of it
+    borderline = int((np.abs(ref_scores - cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST) < 1e-3).sum())
+    unmatched = len(ref_boxes) if not len(got["boxes"]) else int(
+        (np.abs(ref_boxes[:, None, :] - got["boxes"][None, :, :]).max(-1).min(1) > 0.1).sum())
+    if abs(len(got["boxes"]) - len(ref_boxes)) > borderline or unmatched > borderline:
+        raise D2SegError(f"the exported graph disagrees with PyTorch on a test picture "
+                         f"({len(got['boxes'])} vs {len(ref_boxes)} detections)",
+                         file=str(out / "model.onnx"),
+                         hint="report this with the config; d2seg export --no-check skips it")

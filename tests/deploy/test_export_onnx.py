@@ -1,0 +1,276 @@
+"""``d2seg export --format onnx`` of the demo Mask R-CNN (MobileNetV2-FPN, ImageNet backbone,
+randomly initialised heads saved as a checkpoint, score threshold 0 so every image has
+detections) against the same model in
+PyTorch eager (d2seg's ``BatchPredictor``, what ``d2seg predict`` runs), end to end from the BGR
+image: on demo images and on resized copies of other sizes and aspect ratios, the same
+detections (boxes IoU >= 0.99, same class, scores within 1e-3, pasted masks IoU >= 0.98); an
+export whose threshold leaves no detection gives an empty result; the exported model is served
+without importing torch or detectron2, and ``d2seg predict --model`` writes the results.json
+``d2seg predict --config-file/--weights`` writes. Bad export folders are one error line each."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="pip install onnxruntime (d2seg's deploy runtime)")
+pytest.importorskip("onnx", reason="pip install onnx (torch's ONNX exporter)")
+
+from d2seg.cli.main import main  # noqa: E402
+
+CONFIG = "configs/instance/mask_rcnn_MNV2_FPN_cpu_quick.yaml"
+REPO = Path(__file__).resolve().parents[2]
+WEIGHTS = "imagenet:mobilenet_v2"
+DATASET = "demo_instances_train"
+THRESH = 0.0
+
+
+def _export(out: Path, weights: Path, score_thresh: float) -> None:
+    code = main(["export", "--config-file", str(REPO / CONFIG), "--weights", str(weights),
+                 "--dataset", DATASET, "--format", "onnx", "--out", str(out),
+                 "--opts", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(score_thresh)])
+    assert code == 0
+
+
+def _eager(score_thresh: float, weights=WEIGHTS):
+    from d2seg.config import load_config
+    from d2seg.engine.predict import BatchPredictor
+    from d2seg.engine.run import register_datasets
+    from d2seg.engine.trainer import prepare_config
+
+    register_datasets()
+    cfg = load_config(REPO / CONFIG, ["DATASETS.TRAIN", f"('{DATASET}',)", "DATASETS.TEST", "()",
+                                      "MODEL.DEVICE", "cpu",
+                                      "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(score_thresh)])
+    return BatchPredictor(prepare_config(cfg), str(weights))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """The ImageNet backbone and one random draw of the heads, saved so that the export and
+    the PyTorch reference load the same weights."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    import torch
+
+    folder = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    DetectionCheckpointer(_eager(THRESH).model, str(folder)).save("model")
+    return folder / "model.pth"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, checkpoint):
+    out = tmp_path_factory.mktemp("export")
+    _export(out, checkpoint, THRESH)
+    return out
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Two demo images (192x160, as trained), and resized copies: 500x300 (resized down to the
+    320 long-side limit), 240x400 (portrait, short side 160 -> not a multiple of 32) and
+    96x128 (resized up)."""
+    from d2seg.data.demo import ensure_demo
+
+    files = sorted((ensure_demo() / "val" / "images").iterdir())
+    first, second = (cv2.imread(str(f)) for f in files[:2])
+    return {"demo_0": first, "demo_1": second,
+            "500x300": cv2.resize(first, (500, 300), interpolation=cv2.INTER_LINEAR),
+            "240x400": cv2.resize(second, (240, 400), interpolation=cv2.INTER_LINEAR),
+            "128x96": cv2.resize(second, (128, 96), interpolation=cv2.INTER_AREA)}
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) IoU of XYXY boxes."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def _compare(ref, got: dict, score_thresh: float) -> int:
+    """Every PyTorch detection not within 1e-3 of the threshold has an exported one of the same
+    class with box IoU >= 0.99, score within 1e-3 and mask IoU >= 0.98; returns the matches."""
+    ref = ref.to("cpu")
+    r_boxes, r_scores = ref.pred_boxes.tensor.numpy(), ref.scores.numpy()
+    r_classes, r_masks = ref.pred_classes.numpy(), ref.pred_masks.numpy()
+    border = np.abs(r_scores - score_thresh) < 1e-3
+    g_border = np.abs(got["scores"] - score_thresh) < 1e-3
+    assert (~border).sum() == (~g_border).sum(), (len(r_scores), len(got["scores"]))
+    assert got["masks"].shape[1:] == r_masks.shape[1:] and got["masks"].dtype == bool
+    if not len(r_boxes):
+        return 0
+    iou = _box_iou(r_boxes, got["boxes"])
+    taken, matched = set(), 0
+    for i in np.flatnonzero(~border):
+        same = (got["classes"] == r_classes[i]) & (np.abs(got["scores"] - r_scores[i]) <= 1e-3)
+        candidates = [j for j in np.argsort(-iou[i]) if same[j] and j not in taken]
+        assert candidates, f"detection {i} (class {r_classes[i]}, {r_scores[i]:.4f}) unmatched"
+        j = candidates[0]
+        assert iou[i, j] >= 0.99, (i, iou[i, j])
+        assert _mask_iou(r_masks[i], got["masks"][j]) >= 0.98, (i, _mask_iou(r_masks[i], got["masks"][j]))
+        taken.add(j)
+        matched += 1
+    return matched
+
+
+def test_export_folder_describes_the_model(exported):
+    meta = json.loads((exported / "model.json").read_text())
+    assert meta["task"] == "instances" and meta["format_version"] == 1
+    assert meta["classes"]["names"] == ["square", "disc", "triangle", "star"]
+    assert len(meta["classes"]["category_ids"]) == len(meta["classes"]["colors_rgb"]) == 4
+    assert meta["input"]["channel_order"] == "RGB"
+    assert (meta["input"]["min_size_test"], meta["input"]["max_size_test"]) == (160, 320)
+    assert meta["input"]["size_divisibility"] == 32 and meta["score_thresh"] == THRESH
+    assert (exported / "model.onnx").read_bytes()[:1] == b"\x08"  # an ONNX ModelProto
+
+
+def test_same_answers_as_pytorch(exported, checkpoint, images):
+    from d2seg.deploy import load
+
+    eager, onnx_model = _eager(THRESH, checkpoint), load(exported, threads=1)
+    for name, image in images.items():
+        ref = eager([image])[0]["instances"]
+        got = onnx_model(image)
+        assert got["masks"].shape[1:] == image.shape[:2], name
+        assert _compare(ref, got, THRESH) > 10, name  # score threshold 0: many detections
+
+
+def test_no_detections_is_an_empty_result(tmp_path, checkpoint, images):
+    """Untrained heads score every class near 1/5: at threshold 0.9 nothing is left."""
+    from d2seg.deploy import load
+
+    _export(tmp_path / "strict", checkpoint, 0.9)
+    image = images["demo_0"]
+    assert len(_eager(0.9, checkpoint)([image])[0]["instances"]) == 0
+    got = load(tmp_path / "strict", threads=1)(image)
+    assert got["boxes"].shape == (0, 4) and got["scores"].shape == (0,)
+    assert got["masks"].shape == (0, *image.shape[:2])
+
+
+PROBE = """
+import json, sys
+import cv2
+from d2seg.deploy import load
+from d2seg.cli.main import main
+result = load(sys.argv[1])(cv2.imread(sys.argv[2]))
+code = main(["predict", sys.argv[2], "--model", sys.argv[1], "--out", sys.argv[3]])
+print("PROBE " + json.dumps([code, len(result["boxes"]), "torch" in sys.modules,
+                             "detectron2" in sys.modules]))
+"""
+
+
+def test_predict_model_is_torch_free_and_writes_the_same_results(exported, checkpoint, images,
+                                                                 tmp_path):
+    """A fresh interpreter loads the export, predicts and runs ``d2seg predict --model``
+    without importing torch or detectron2; its results.json has the detections (category ids,
+    scores, boxes, RLE masks) of ``d2seg predict --config-file/--weights --dataset``."""
+    from pycocotools import mask as mask_util
+
+    image_file = tmp_path / "in" / "portrait.png"
+    image_file.parent.mkdir()
+    cv2.imwrite(str(image_file), images["240x400"])
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(exported), str(image_file),
+                           str(tmp_path / "onnx")], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=tmp_path)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE ")]
+    assert lines, proc.stderr[-2000:]
+    code, n, torch_loaded, d2_loaded = json.loads(lines[-1][6:])
+    assert code == 0 and n > 0 and not torch_loaded and not d2_loaded
+    assert main(["predict", str(image_file), "--config-file", str(REPO / CONFIG), "--weights",
+                 str(checkpoint), "--dataset", DATASET, "--out", str(tmp_path / "eager"),
+                 "--opts", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(THRESH),
+                 "MODEL.DEVICE", "cpu"]) == 0
+    ref = json.loads((tmp_path / "eager" / "results.json").read_text())
+    got = json.loads((tmp_path / "onnx" / "results.json").read_text())
+    assert len(got) == len(ref) == n
+    assert (tmp_path / "onnx" / "rendered" / "portrait.png").is_file()
+    for r in ref:  # each eager result has an exported one: same category, box, score, mask
+        best = max(got, key=lambda g: mask_util.iou([g["bbox"]], [r["bbox"]], [0])[0, 0]
+                   if g["category_id"] == r["category_id"] else -1)
+        assert best["category_id"] == r["category_id"]
+        assert abs(best["score"] - r["score"]) <= 1e-3
+        assert mask_util.iou([best["bbox"]], [r["bbox"]], [0])[0, 0] >= 0.99
+        areas = mask_util.area([best["segmentation"], r["segmentation"]])
+        assert (areas == 0).all() or \
+            mask_util.iou([best["segmentation"]], [r["segmentation"]], [0])[0, 0] >= 0.98
+
+
+# -- bad export folders and a missing runtime: one error line each, exit 2 ---------------------
+
+
+def _predict_error(capsys, model_dir, image) -> str:
+    code = main(["predict", str(image), "--model", str(model_dir), "--out",
+                 str(Path(model_dir).parent / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.fixture
+def image_file(tmp_path, images):
+    path = tmp_path / "im.png"
+    cv2.imwrite(str(path), images["demo_0"])
+    return path
+
+
+def _copy_export(exported, dest: Path, **changes) -> Path:
+    dest.mkdir()
+    meta = json.loads((exported / "model.json").read_text())
+    meta.update(changes)
+    (dest / "model.json").write_text(json.dumps(meta))
+    os.symlink(exported / "model.onnx", dest / "model.onnx")
+    return dest
+
+
+def test_folder_without_model_json(tmp_path, capsys, image_file):
+    (tmp_path / "empty").mkdir()
+    err = _predict_error(capsys, tmp_path / "empty", image_file)
+    assert "model.json" in err and "not a d2seg export folder" in err
+
+
+def test_model_json_for_another_task(exported, tmp_path, capsys, image_file):
+    folder = _copy_export(exported, tmp_path / "semantic", task="semantic")
+    err = _predict_error(capsys, folder, image_file)
+    assert str(folder / "model.json") in err and "'semantic'" in err
+
+
+def test_model_json_of_a_newer_format(exported, tmp_path, capsys, image_file):
+    folder = _copy_export(exported, tmp_path / "newer", format_version=99)
+    err = _predict_error(capsys, folder, image_file)
+    assert str(folder / "model.json") in err and "newer d2seg" in err and "99" in err
+
+
+def test_model_file_that_is_not_onnx(exported, tmp_path, capsys, image_file):
+    folder = _copy_export(exported, tmp_path / "garbage")
+    (folder / "model.onnx").unlink()
+    (folder / "model.onnx").write_bytes(b"PK\x03\x04 not a protobuf at all" * 10)
+    err = _predict_error(capsys, folder, image_file)
+    assert str(folder / "model.onnx") in err and "ONNX" in err
+
+
+def test_onnxruntime_not_installed(exported, image_file, tmp_path):
+    code = ("import sys; sys.modules['onnxruntime'] = None\n"
+            "from d2seg.cli.main import main\n"
+            f"sys.exit(main(['predict', {str(image_file)!r}, '--model', {str(exported)!r}, "
+            f"'--out', {str(tmp_path / 'out')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and "onnxruntime" in err and "pip install onnxruntime" in err
