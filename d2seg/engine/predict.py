@@ -161,7 +161,10 @@ class BatchPredictor:
                 resized = resized[:, :, ::-1]
             tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
             inputs.append({"image": tensor, "height": h, "width": w})
-        with torch.no_grad():
+        # inference_mode rather than no_grad: no version counters or views tracking either
+        # (bench/bench_inference.py: ~1.1x on the demo Mask R-CNN on CPU); the outputs are
+        # inference tensors, which callers only read
+        with torch.inference_mode():
             return self.model(inputs)
 
 
