@@ -1,0 +1,183 @@
+"""Per-image CPU latency of the demo Mask R-CNN (MobileNetV2-FPN): PyTorch eager, what
+``d2seg predict`` runs (d2seg's BatchPredictor), against its ONNX export served by onnxruntime
+(``d2seg.deploy.load``), end to end: a BGR image in, boxes/scores/classes and image-size masks
+out, batch 1.
+
+Goal (issue 15): the export at least 2x faster on this model, with the same answers.
+
+The model is the demo config with ImageNet MobileNetV2 weights and randomly initialised heads
+(seeded, saved once as a checkpoint that every variant loads), so the numbers need no training;
+with untrained heads every image yields the config's maximum of 50 detections (score threshold
+0.05), i.e. the most post-processing. Two input sizes: the config's own (the demo images,
+192x160, short side 160) and 800 px (``INPUT.MIN_SIZE_TEST 800 MAX_SIZE_TEST 1333``, the demo
+image scaled to 960x800; exported separately, as the size rule is part of the export).
+
+Each variant runs in its own process (so its peak RSS is its own: the kernel's VmHWM after
+the run, imports and model included) on the same image, with the same number of threads for torch and
+onnxruntime (``--threads``, default 1), and reports the median of ``--repeat`` runs after
+``--warmup`` runs. Variants: ``eager`` (BatchPredictor, torch.no_grad), ``eager-inference-mode``
+(the same under torch.inference_mode) and ``onnx``.
+
+    python bench/bench_inference.py                       # threads 1, 20 repeats
+    python bench/bench_inference.py --threads 2 --repeat 10 --sizes 160
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = str(REPO / "configs/instance/mask_rcnn_MNV2_FPN_cpu_quick.yaml")
+DATASET = "demo_instances_train"
+VARIANTS = ("eager", "eager-inference-mode", "onnx")
+
+
+def size_opts(size: int) -> list[str]:
+    return [] if size == 160 else ["INPUT.MIN_SIZE_TEST", str(size), "INPUT.MAX_SIZE_TEST",
+                                   str(int(size * 1333 / 800))]
+
+
+def bench_image(size: int):
+    """The first demo validation image, scaled so its short side is ``size`` (BGR uint8)."""
+    import cv2
+
+    from d2seg.data.demo import ensure_demo
+
+    image = cv2.imread(str(sorted((ensure_demo() / "val" / "images").iterdir())[0]))
+    h, w = image.shape[:2]
+    if min(h, w) != size:
+        scale = size / min(h, w)
+        image = cv2.resize(image, (round(w * scale), round(h * scale)),
+                           interpolation=cv2.INTER_LINEAR)
+    return image
+
+
+def eager_config(size: int, weights: str):
+    from d2seg.config import load_config
+    from d2seg.engine.run import register_datasets
+    from d2seg.engine.trainer import prepare_config
+
+    register_datasets()
+    cfg = load_config(CONFIG, ["DATASETS.TRAIN", f"('{DATASET}',)", "DATASETS.TEST", "()",
+                               "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", weights, *size_opts(size)])
+    return prepare_config(cfg)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited from the
+    parent that forked it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child(variant: str, size: int, folder: Path, threads: int, warmup: int, repeat: int) -> dict:
+    """One variant's timings in this process; returns what the parent prints."""
+    image = bench_image(size)
+    if variant == "onnx":
+        from d2seg.deploy import load
+
+        model = load(folder / f"export_{size}", threads=threads)
+
+        def run():
+            return model(image)
+    else:
+        import torch
+
+        from d2seg.engine.predict import BatchPredictor, instance_arrays
+
+        torch.set_num_threads(threads)
+        predictor = BatchPredictor(eager_config(size, str(folder / "model.pth")))
+        grad_off = torch.inference_mode if variant == "eager-inference-mode" else torch.no_grad
+
+        def run():
+            with grad_off():
+                return instance_arrays(predictor([image])[0]["instances"])
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return {"variant": variant, "size": size, "image": list(image.shape[:2]),
+            "median_ms": 1000 * times[len(times) // 2], "min_ms": 1000 * times[0],
+            "detections": int(len(result["scores"])),
+            "mask_pixels": int(result["masks"].sum()),
+            "peak_rss_mb": peak_rss_mb(),
+            "torch_imported": "torch" in sys.modules}
+
+
+def prepare(folder: Path, sizes: list[int]) -> None:
+    """The shared checkpoint (seeded random heads) and one export per size."""
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from d2seg.deploy.export import export_onnx
+    from d2seg.engine.predict import BatchPredictor
+
+    torch.manual_seed(0)
+    cfg = eager_config(sizes[0], "imagenet:mobilenet_v2")
+    DetectionCheckpointer(BatchPredictor(cfg).model, str(folder)).save("model")
+    for size in sizes:
+        export_onnx(eager_config(size, str(folder / "model.pth")), str(folder / "model.pth"),
+                    folder / f"export_{size}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[160, 800])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--child", nargs=3, metavar=("VARIANT", "SIZE", "FOLDER"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        variant, size, folder = args.child
+        print("@@RESULT " + json.dumps(child(variant, int(size), Path(folder), args.threads,
+                                             args.warmup, args.repeat)))
+        return 0
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
+        folder = Path(tmp)
+        prepare(folder, args.sizes)
+        rows = []
+        for size in args.sizes:
+            for variant in args.variants:
+                proc = subprocess.run([sys.executable, __file__, "--child", variant, str(size),
+                                       str(folder), "--threads", str(args.threads), "--warmup",
+                                       str(args.warmup), "--repeat", str(args.repeat)],
+                                      capture_output=True, text=True, env=env)
+                line = [x for x in proc.stdout.splitlines() if x.startswith("@@RESULT ")]
+                if proc.returncode or not line:
+                    raise SystemExit(f"{variant} {size} failed:\n{proc.stderr[-3000:]}")
+                rows.append(json.loads(line[0][len("@@RESULT "):]))
+                print(json.dumps(rows[-1]), flush=True)
+    print(f"\nthreads {args.threads}, median of {args.repeat} after {args.warmup} warm-up runs, "
+          "batch 1, end to end (BGR image in, image-size masks out)")
+    print(f"{'input':>10} {'variant':>22} {'median ms':>10} {'min ms':>8} {'dets':>5} "
+          f"{'mask px':>8} {'peak RSS MB':>12} {'vs eager':>9}")
+    for size in args.sizes:
+        base = next((r["median_ms"] for r in rows if r["size"] == size and r["variant"] == "eager"),
+                    None)
+        for r in (r for r in rows if r["size"] == size):
+            ratio = f"{base / r['median_ms']:.2f}x" if base else "-"
+            print(f"{'x'.join(map(str, r['image'][::-1])):>10} {r['variant']:>22} "
+                  f"{r['median_ms']:>10.1f} {r['min_ms']:>8.1f} {r['detections']:>5} "
+                  f"{r['mask_pixels']:>8} {r['peak_rss_mb']:>12.0f} {ratio:>9}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
