@@ -134,7 +134,14 @@ def require_class_counts(cfg) -> None:
 
 
 class BatchPredictor:
-    """A model in eval mode that takes a list of BGR images and resizes them like the test set."""
+    """A model in eval mode that takes a list of BGR images and resizes them like the test set.
+
+    The model runs under ``torch.no_grad``; ``inference_mode = True`` runs it under
+    ``torch.inference_mode`` instead (no measurable gain on the demo Mask R-CNN on CPU, see
+    bench/bench_inference.py, and its outputs would be inference tensors, which refuse in-place
+    changes outside inference mode)."""
+
+    inference_mode = False
 
     def __init__(self, cfg, weights: str | None = None):
         from detectron2.data import transforms as T
@@ -161,10 +168,7 @@ class BatchPredictor:
                 resized = resized[:, :, ::-1]
             tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
             inputs.append({"image": tensor, "height": h, "width": w})
-        # inference_mode rather than no_grad: no version counters or views tracking either
-        # (bench/bench_inference.py: ~1.1x on the demo Mask R-CNN on CPU); the outputs are
-        # inference tensors, which callers only read
-        with torch.inference_mode():
+        with torch.inference_mode() if self.inference_mode else torch.no_grad():
             return self.model(inputs)
 
 
