@@ -15,8 +15,11 @@ image scaled to 960x800; exported separately, as the size rule is part of the ex
 Each variant runs in its own process (so its peak RSS is its own: the kernel's VmHWM after
 the run, imports and model included) on the same image, with the same number of threads for torch and
 onnxruntime (``--threads``, default 1), and reports the median of ``--repeat`` runs after
-``--warmup`` runs. Variants: ``eager`` (BatchPredictor, torch.no_grad), ``eager-inference-mode``
-(the same under torch.inference_mode) and ``onnx``.
+``--warmup`` runs. Variants: ``eager`` (BatchPredictor as d2seg predict runs it, under
+torch.no_grad), ``eager-inference-mode`` (the same under torch.inference_mode) and ``onnx``.
+
+On the shared 2-core machine of the first measurement the spread between runs (~10-20%) was
+larger than the inference_mode/no_grad difference; compare ratios from one run only.
 
     python bench/bench_inference.py                       # threads 1, 20 repeats
     python bench/bench_inference.py --threads 2 --repeat 10 --sizes 160
@@ -96,11 +99,10 @@ def child(variant: str, size: int, folder: Path, threads: int, warmup: int, repe
 
         torch.set_num_threads(threads)
         predictor = BatchPredictor(eager_config(size, str(folder / "model.pth")))
-        grad_off = torch.inference_mode if variant == "eager-inference-mode" else torch.no_grad
+        predictor.inference_mode = variant == "eager-inference-mode"
 
         def run():
-            with grad_off():
-                return instance_arrays(predictor([image])[0]["instances"])
+            return instance_arrays(predictor([image])[0]["instances"])
     for _ in range(warmup):
         run()
     times = []
