@@ -95,6 +95,11 @@ def export_onnx(cfg, weights: str, out_dir, *, class_names=None, category_ids=No
     from d2seg.engine.predict import BatchPredictor
 
     check_exportable(cfg)
+    try:
+        import onnx  # noqa: F401  (torch's ONNX exporter needs it; fail before the model builds)
+    except ImportError:
+        raise D2SegError("the onnx package is not installed (torch's ONNX exporter needs it)",
+                         hint="pip install onnx") from None
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
@@ -121,9 +126,6 @@ def export_onnx(cfg, weights: str, out_dir, *, class_names=None, category_ids=No
                               dynamo=False, input_names=["image"], output_names=names,
                               dynamic_axes=dynamic, do_constant_folding=True)
         os.replace(tmp, onnx_path)
-    except ImportError as e:
-        raise D2SegError(f"the ONNX exporter needs a package that is missing ({e.name or e})",
-                         hint="pip install onnx") from None
     finally:
         tmp.unlink(missing_ok=True)
     meta = describe(cfg, weights, class_names=class_names, category_ids=category_ids,

@@ -1,8 +1,9 @@
-"""``d2seg export``'s command line: tools/export.py runs it, and a model it cannot export yet
-(not a Mask R-CNN) is one error line."""
+"""``d2seg export``'s command line: tools/export.py runs it; a model it cannot export yet (not a
+Mask R-CNN) and a missing onnx package are one error line each."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,3 +26,17 @@ def test_a_semantic_model_is_refused(tmp_path, capsys):
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "Mask R-CNN" in err and "MODEL.META_ARCHITECTURE" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_onnx_not_installed(tmp_path):
+    code = ("import sys; sys.modules['onnx'] = None\n"
+            "from d2seg.cli.main import main\n"
+            "sys.exit(main(['export', '--config-file', "
+            f"{str(REPO / 'configs/instance/mask_rcnn_MNV2_FPN_cpu_quick.yaml')!r}, "
+            "'--weights', 'imagenet:mobilenet_v2', '--dataset', 'demo_instances_train', "
+            f"'--out', {str(tmp_path / 'out')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1, err
+    assert "onnx package is not installed" in err and "pip install onnx" in err
