@@ -56,6 +56,8 @@ def write_run_report(cfg, worst: int = 8) -> dict:
             step("report", lambda: _coco_report(folder, gt, results, out / "report"))
             step("analysis", lambda: _analysis(gt, results, meta.get("image_root", None),
                                                out / "analysis", worst))
+            if "analysis" in written:
+                step("hints", lambda: _hints(cfg, out))
     else:
         semantic = _semantic_report_file(cfg)
         if semantic is not None:
@@ -99,6 +101,33 @@ def _analysis(gt: str, results: str, images: str | None, out_dir: Path, worst: i
     images = images if images and os.path.isdir(images) else None
     analyze(gt, results, out_dir, images_dir=images, worst=worst if images else 0)
     return str(out_dir)
+
+
+def _hints(cfg, out: Path) -> int:
+    """Add to analysis.json what the training data and config say about the largest errors
+    (d2seg.analysis.hints); returns how many hints apply."""
+    import json
+
+    from detectron2.data import MetadataCatalog
+
+    from d2seg.analysis.hints import hints, training_facts
+    from d2seg.files import write_json_atomic
+
+    path = out / "analysis" / "analysis.json"
+    analysis = json.loads(path.read_text())
+    facts = None
+    train_json = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("json_file", None) \
+        if cfg.DATASETS.TRAIN else None
+    if train_json and os.path.isfile(train_json):
+        facts = training_facts(train_json)
+    config = {"FILTER_EMPTY_ANNOTATIONS": bool(cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS),
+              "MIN_SIZE_TRAIN": list(cfg.INPUT.MIN_SIZE_TRAIN), "MIN_SIZE_TEST": cfg.INPUT.MIN_SIZE_TEST}
+    metrics_file = out / "report" / "metrics.json"
+    coco_metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    analysis["hints"] = hints(analysis, facts, config, coco_metrics)
+    analysis["training_facts"] = facts
+    write_json_atomic(path, analysis, indent=1)
+    return len(analysis["hints"])
 
 
 def _html(out: Path) -> Path:

@@ -394,6 +394,10 @@ def errors_section(run: RunFolder) -> str:
                      f'<table class="errors"><thead><tr><th>error type</th><th>dAP</th>'
                      f'<th>count</th><th>dAP</th></tr></thead><tbody>{"".join(rows)}'
                      "</tbody></table></div>")
+    if a.get("hints"):
+        items = "".join(f"<li>{esc(h['text'])}</li>" for h in a["hints"])
+        parts.append('<h3>What the data says about the largest errors</h3><ul id="hints">'
+                     + items + "</ul>")
     return f'<section id="errors"><h2>Error breakdown</h2>{"".join(parts)}</section>'
 
 

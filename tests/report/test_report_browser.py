@@ -116,6 +116,16 @@ def test_a_trained_runs_report_in_headless_chromium(browser, tmp_path):
                                       for d in detections]), "segm")
         ev.evaluate(); ev.accumulate(); ev.summarize()
 
+    # the hints' training facts (d2seg.analysis.hints) are the training split's counts
+    analysis = json.loads((out / "analysis" / "analysis.json").read_text())
+    with contextlib.redirect_stdout(io.StringIO()):
+        train = COCO(MetadataCatalog.get("demo_instances_train").json_file)
+    counted = {c["name"]: len(train.getAnnIds(catIds=[c["id"]], iscrowd=False))
+               for c in train.loadCats(train.getCatIds())}
+    assert analysis["training_facts"]["instances_per_class"] == counted
+    assert analysis["training_facts"]["images"] == len(train.getImgIds())
+    assert isinstance(analysis["hints"], list)
+
     page, problems = _open(browser, report.resolve().as_uri(), 1280)
     sections = page.eval_on_selector_all("section", "s => s.map(x => x.id)")
     assert {"training", "metrics", "errors", "config"} <= set(sections), sections
