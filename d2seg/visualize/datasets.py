@@ -135,17 +135,12 @@ def dataset_id_names(meta) -> dict:
 
 
 def _read_image(path) -> np.ndarray:
-    """The BGR image as training reads it (``d2seg.data.images``): a missing, empty, corrupt or
-    oversized file is one D2SegError line naming it."""
-    from d2seg.data.images import UnreadableImageError, read_image
+    """The BGR image as training reads it: a missing, empty, corrupt or oversized file is one
+    D2SegError line naming it."""
+    from d2seg.visualize.files import read_image
 
-    try:
-        return read_image(path, "BGR")
-    except UnreadableImageError as e:
-        if e.reason == "image file not found":
-            raise UnreadableImageError(e.reason, file=e.file, hint="check the dataset's images "
-                                       "folder (its manifest's 'images:')") from None
-        raise
+    return read_image(path, missing_hint="check the dataset's images folder (its manifest's "
+                                         "'images:')")
 
 
 def _record_annotations(record) -> list[dict]:

@@ -27,9 +27,10 @@ from d2seg.visualize.render import draw_instances, draw_panoptic, side_by_side
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_image(path: Path, missing_hint: str = "check --images points at the folder holding "
+                                                "the dataset's images") -> np.ndarray:
     """A BGR uint8 image read as training reads it (``d2seg.data.images``); a one-line error
-    naming the file when it is missing or unreadable."""
+    naming the file when it is missing (with ``missing_hint``) or unreadable."""
     from d2seg.data.images import UnreadableImageError
     from d2seg.data.images import read_image as read
 
@@ -37,8 +38,7 @@ def read_image(path: Path) -> np.ndarray:
         return read(path, "BGR")
     except UnreadableImageError as e:
         if e.reason == "image file not found":
-            raise UnreadableImageError(e.reason, file=e.file, hint="check --images points at "
-                                       "the folder holding the dataset's images") from None
+            raise UnreadableImageError(e.reason, file=e.file, hint=missing_hint) from None
         raise
 
 
