@@ -29,7 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-import numpy as np
 import torch
 
 from d2seg.errors import D2SegError
@@ -81,23 +80,10 @@ def instances_from_coco_results(results: Iterable[dict], height: int, width: int
     ``category_to_label`` maps the results' ``category_id`` to the label stored in
     ``pred_classes`` (identity when None).
     """
-    from pycocotools import mask as mask_util
+    from d2seg.panoptic.combine_numpy import decode_coco_results
 
-    results = list(results)
-    masks = np.zeros((len(results), height, width), dtype=bool)
-    for k, r in enumerate(results):
-        rle = r.get("segmentation")
-        if not isinstance(rle, dict) or "counts" not in rle or "size" not in rle:
-            raise D2SegError("instance result has no RLE segmentation",
-                             where=f"image {r.get('image_id')}, result {k}",
-                             hint="export instance results with masks (COCO 'segm' format)")
-        if list(rle["size"]) != [height, width]:
-            raise D2SegError(f"RLE size {rle['size']} differs from the image size "
-                             f"{[height, width]}", where=f"image {r.get('image_id')}, result {k}")
-        if isinstance(rle["counts"], str):
-            rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-        masks[k] = mask_util.decode(rle).astype(bool)
-    cats = [int(r["category_id"]) for r in results]
+    scores, cats, masks = decode_coco_results(results, height, width)
+    cats = cats.tolist()
     if category_to_label is not None:
         missing = sorted({c for c in cats if c not in category_to_label})
         if missing:
@@ -105,7 +91,7 @@ def instances_from_coco_results(results: Iterable[dict], height: int, width: int
                              hint="check that the results and the categories file belong together")
         cats = [category_to_label[c] for c in cats]
     return InstancePredictions(
-        scores=torch.tensor([float(r["score"]) for r in results], dtype=torch.float32),
+        scores=torch.from_numpy(scores),
         pred_classes=torch.tensor(cats, dtype=torch.int64),
         pred_masks=torch.from_numpy(masks),
     )

@@ -86,3 +86,28 @@ def combine_panoptic_numpy(scores, classes, masks, semantic, *,
             painted = lut[index].reshape(panoptic.shape)
             np.copyto(panoptic, painted, where=(panoptic == 0))
     return panoptic, segments
+
+
+def decode_coco_results(results, height: int, width: int):
+    """Scores, category ids and (N, H, W) boolean masks of one image's COCO results (RLE
+    masks), checked: one error line for a result without an RLE or with another size.
+    ``d2seg.panoptic.combine`` turns them into torch tensors."""
+    from pycocotools import mask as mask_util
+
+    results = list(results)
+    masks = np.zeros((len(results), height, width), dtype=bool)
+    for k, r in enumerate(results):
+        rle = r.get("segmentation")
+        if not isinstance(rle, dict) or "counts" not in rle or "size" not in rle:
+            raise D2SegError("instance result has no RLE segmentation",
+                             where=f"image {r.get('image_id')}, result {k}",
+                             hint="export instance results with masks (COCO 'segm' format)")
+        if list(rle["size"]) != [height, width]:
+            raise D2SegError(f"RLE size {rle['size']} differs from the image size "
+                             f"{[height, width]}", where=f"image {r.get('image_id')}, result {k}")
+        if isinstance(rle["counts"], str):
+            rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+        masks[k] = mask_util.decode(rle).astype(bool)
+    scores = np.array([float(r["score"]) for r in results], dtype=np.float32)
+    classes = np.array([int(r["category_id"]) for r in results], dtype=np.int64)
+    return scores, classes, masks

@@ -30,30 +30,9 @@ from d2seg.panoptic.combine_numpy import (
     DEFAULT_SCORE_THRESHOLD,
     DEFAULT_STUFF_AREA_THRESHOLD,
     combine_panoptic_numpy,
+    decode_coco_results,
 )
 from d2seg.panoptic.export import export_coco_panoptic
-
-
-def _decode_results(results: list[dict], height: int, width: int):
-    """Scores, category ids and (N, H, W) masks of one image's COCO results (RLE masks)."""
-    from pycocotools import mask as mask_util
-
-    masks = np.zeros((len(results), height, width), dtype=bool)
-    for k, r in enumerate(results):
-        rle = r.get("segmentation")
-        if not isinstance(rle, dict) or "counts" not in rle or "size" not in rle:
-            raise D2SegError("instance result has no RLE segmentation",
-                             where=f"image {r.get('image_id')}, result {k}",
-                             hint="export instance results with masks (COCO 'segm' format)")
-        if list(rle["size"]) != [height, width]:
-            raise D2SegError(f"RLE size {rle['size']} differs from the image size "
-                             f"{[height, width]}", where=f"image {r.get('image_id')}, result {k}")
-        if isinstance(rle["counts"], str):
-            rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-        masks[k] = mask_util.decode(rle).astype(bool)
-    scores = np.array([float(r["score"]) for r in results], dtype=np.float32)
-    classes = np.array([int(r["category_id"]) for r in results], dtype=np.int64)
-    return scores, classes, masks
 
 
 def load_semantic(folder: Path, image: dict, categories: list[dict]) -> np.ndarray:
@@ -118,7 +97,7 @@ def combine_saved_predictions(instances_json, semantic_dir, dataset_json, out_di
             if sem.shape != (h, w):
                 raise D2SegError(f"semantic map is {sem.shape[1]}x{sem.shape[0]}, image is "
                                  f"{w}x{h}", where=f"image {image['id']}")
-            scores, classes, masks = _decode_results(by_image.get(image["id"], []), h, w)
+            scores, classes, masks = decode_coco_results(by_image.get(image["id"], []), h, w)
             unknown = set(classes.tolist()) - thing_ids
             if unknown:
                 raise D2SegError(f"instance category_id {min(unknown)} is not a thing category",
