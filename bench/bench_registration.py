@@ -7,8 +7,7 @@ command in a fresh process (wall time; peak RSS from GNU time):
 
 1. ``d2seg data list`` without the manifest vs with it (cold: categories not cached yet; warm);
 2. loading the 118k-image split into detectron2 dicts: d2seg's loader (catalog, with its
-   checks) vs detectron2's ``load_coco_json`` vs d2seg before issue #13 (``json`` parse +
-   ``check_annotations`` at registration, then ``load_coco_json``), same run, same file;
+   checks) vs detectron2's ``load_coco_json``, same run, same file;
 3. ``d2seg data check --no-decode`` and ``d2seg data stats`` on the JSON.
 
     OMP_NUM_THREADS=1 python bench/bench_registration.py [--work DIR] [--repeat 3] [--skip-tools]
@@ -122,16 +121,6 @@ dicts = info.load()
 """,
     "detectron2 load_coco_json": """
 from detectron2.data.datasets import load_coco_json
-dicts = load_coco_json(JSON, IMAGES, dataset_name=None)
-""",
-    "d2seg before #13 (json + check_annotations, then load_coco_json)": """
-import json
-from pathlib import Path
-from detectron2.data.datasets import load_coco_json
-from d2seg.data.register import check_annotations
-data = json.loads(Path(JSON).read_bytes())
-checked = check_annotations(data, Path(JSON))
-del data
 dicts = load_coco_json(JSON, IMAGES, dataset_name=None)
 """,
 }

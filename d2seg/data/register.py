@@ -26,7 +26,6 @@ else "polygon": the INPUT.MASK_FORMAT the config needs) and ``d2seg_form`` (the 
 from __future__ import annotations
 
 import difflib
-import math
 from pathlib import Path
 
 from d2seg.data.manifest import Manifest
@@ -34,67 +33,6 @@ from d2seg.errors import D2SegError
 
 _REGISTERED: dict[str, Manifest] = {}  # manifest name -> the manifest registered under it
 _OWNED: set[str] = set()                 # dataset names d2seg registered
-
-
-def _finite(values) -> bool:
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-               for v in values)
-
-
-def _first_ids(ids: list) -> str:
-    return ", ".join(map(str, ids[:5])) + (", ..." if len(ids) > 5 else "")
-
-
-def check_annotations(data: dict, json_file: Path) -> tuple[D2SegError | None, str | None]:
-    """(error, warning) for annotations that would crash or corrupt training, or that
-    detectron2 drops without saying which: one pass, no image read.
-
-    Errors: an image_id not in ``images``; a bbox that is not 4 finite numbers or has a
-    negative size (detectron2 would train on the flipped box); an RLE whose size is not its
-    image's. Warning: polygons of fewer than 3 points and boxes of zero size, which detectron2
-    drops. ``d2seg data check --fix`` repairs all of them.
-    """
-    images = {img["id"]: img for img in data["images"]}
-    short_polygons, flat_boxes = [], []
-    for i, ann in enumerate(data["annotations"]):
-        where = f"annotation {ann['id']}" if "id" in ann else f"annotations[{i}]"
-        image = images.get(ann["image_id"])
-        if image is None:
-            return D2SegError(f"image_id {ann['image_id']} is not in 'images'",
-                              file=str(json_file), where=where,
-                              hint="fix image_id or remove the annotation (d2seg data check "
-                                   "--fix removes it)"), None
-        box = ann.get("bbox")
-        if box is not None:
-            if not (isinstance(box, list) and len(box) == 4 and _finite(box)):
-                return D2SegError(f"bbox {box!r:.60} is not 4 finite numbers [x, y, w, h]",
-                                  file=str(json_file), where=where,
-                                  hint="d2seg data check --fix recomputes it from the mask"), None
-            if box[2] < 0 or box[3] < 0:
-                return D2SegError(f"bbox {box} has a negative width or height",
-                                  file=str(json_file), where=where,
-                                  hint="d2seg data check --fix recomputes it from the mask"), None
-            if box[2] == 0 or box[3] == 0:
-                flat_boxes.append(ann.get("id", i))
-        seg = ann.get("segmentation")
-        size = [image.get("height"), image.get("width")]
-        if isinstance(seg, dict) and isinstance(seg.get("size"), list) and seg["size"] != size:
-            return D2SegError(f"RLE size {seg['size']} (h, w) differs from its image's {size}",
-                              file=str(json_file), where=f"{where}, image_id {ann['image_id']}",
-                              hint="re-export the mask at image size (d2seg data check --fix "
-                                   "removes it)"), None
-        if isinstance(seg, list) and any(isinstance(p, list) and len(p) < 6 for p in seg):
-            short_polygons.append(ann.get("id", i))
-    notes = []
-    if short_polygons:
-        notes.append(f"{len(short_polygons)} annotation(s) with polygons of fewer than 3 points "
-                     f"(ids {_first_ids(short_polygons)})")
-    if flat_boxes:
-        notes.append(f"{len(flat_boxes)} annotation(s) with a zero-size bbox "
-                     f"(ids {_first_ids(flat_boxes)})")
-    warning = (f"{json_file}: {' and '.join(notes)}: detectron2 drops them; d2seg data check "
-               "--fix repairs the file") if notes else None
-    return None, warning
 
 
 def _register(info) -> None:
