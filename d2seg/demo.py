@@ -53,7 +53,7 @@ def run_panoptic_demo(out_dir="runs/demo", max_iter: int | None = None, num_pict
 
     from d2seg.data.demo import ensure_demo
     from d2seg.engine import run as engine
-    from d2seg.evaluation.panoptic_quality import format_markdown, pq_compute_folders
+    from d2seg.evaluation.panoptic_quality import pq_compute_folders, write_pq_report
     from d2seg.io.json import read_json
     from d2seg.visualize.files import visualize_panoptic
 
@@ -69,12 +69,8 @@ def run_panoptic_demo(out_dir="runs/demo", max_iter: int | None = None, num_pict
     pred_json = out / "predictions" / "panoptic.json"
     export_panoptic_predictions(cfg, str(out / "model_final.pth"), cfg.DATASETS.TEST[0], pred_json)
     pq = pq_compute_folders(meta.panoptic_json, meta.panoptic_root, pred_json, pred_json.with_suffix(""))
-    (out / "report").mkdir(exist_ok=True)
-    categories = read_json(meta.panoptic_json, "panoptic JSON file")["categories"]
-    names = {str(c["id"]): c["name"] for c in categories}
-    (out / "report" / "pq.json").write_text(json.dumps({**pq, "category_names": names}, indent=1,
-                                                       default=float))
-    (out / "report" / "pq.md").write_text(format_markdown(pq))
+    write_pq_report(pq, read_json(meta.panoptic_json, "panoptic JSON file")["categories"],
+                    out / "report")
     visualize_panoptic(meta.image_root, out / "pictures", gt_json=meta.panoptic_json, gt_dir=meta.panoptic_root,
                        pred_json=pred_json, n=num_pictures)
     summary = {group: {k: pq[group][k] for k in ("pq", "sq", "rq")} for group in ("All", "Things", "Stuff")}

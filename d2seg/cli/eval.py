@@ -190,17 +190,11 @@ def _categories(gt_json: str) -> list:
 
 
 def _write_pq_report(results: dict, categories: list, out: str) -> None:
-    from d2seg.evaluation.panoptic_quality import format_markdown
-    from d2seg.files import write_json_atomic, write_text_atomic
-
-    markdown = format_markdown(results, categories)
-    out_dir = Path(out)
-    named = {**results, "category_names": {str(c["id"]): c.get("name") for c in categories}}
-    write_json_atomic(out_dir / "pq.json", named, indent=1, default=float)
-    write_text_atomic(out_dir / "pq.md", markdown)
+    from d2seg.evaluation.panoptic_quality import write_pq_report
     from d2seg.report import write_report
 
-    write_report(out_dir)
+    markdown = write_pq_report(results, categories, out)
+    write_report(out)
     print(markdown, end="")
     print(f"written: pq.json, pq.md, report.html in {out}")
 

@@ -314,6 +314,20 @@ def format_table(results: dict, categories: dict | list | None = None) -> str:
     return "\n".join(lines)
 
 
+def write_pq_report(results: dict, categories: list, out_dir) -> str:
+    """``pq.json`` (the results, with each category's name under ``category_names`` for the
+    report page) and ``pq.md`` in ``out_dir``, atomically; returns the Markdown."""
+    from d2seg.files import write_json_atomic, write_text_atomic
+
+    markdown = format_markdown(results, categories)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    named = {**results, "category_names": {str(c["id"]): c.get("name") for c in categories}}
+    write_json_atomic(out_dir / "pq.json", named, indent=1, default=float)
+    write_text_atomic(out_dir / "pq.md", markdown)
+    return markdown
+
+
 def format_markdown(results: dict, categories: dict | list | None = None) -> str:
     """The same numbers as a Markdown table."""
     if categories is not None and not isinstance(categories, dict):
