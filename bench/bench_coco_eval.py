@@ -95,7 +95,7 @@ def make_data(n_images, gt_per_image=6.65, dets_per_image=25, w=640, h=480, num_
     return {"images": images, "annotations": anns, "categories": cats}, dets
 
 
-def _for_type(dets, iou_type):
+def for_iou_type(dets, iou_type):
     """Masks are scored without their boxes (as d2seg and detectron2 do)."""
     d = copy.deepcopy(dets)
     if iou_type == "segm":
@@ -167,7 +167,7 @@ def bench_generated(args):
         outputs = {}
         for _ in range(args.repeat):
             for tool in TOOLS:  # interleaved: a load on the machine hits all three alike
-                coco, d = _gt_index(tool, gt), _for_type(dets, iou_type)
+                coco, d = _gt_index(tool, gt), for_iou_type(dets, iou_type)
                 t = time.perf_counter()
                 outputs[tool] = RUNNERS[tool](coco, d, iou_type)
                 times[tool].append(time.perf_counter() - t)
@@ -232,7 +232,7 @@ def bench_coco_size(args):
         for iou_type in ("bbox", "segm"):
             paths[iou_type] = os.path.join(tmp, f"{iou_type}.json")
             with open(paths[iou_type], "w") as f:
-                json.dump(_for_type(dets, iou_type), f)
+                json.dump(for_iou_type(dets, iou_type), f)
         del gt, dets
         print("| case | tool | s | vs pycocotools | peak RSS growth MB | vs pycocotools | identical |")
         print("|---|---|---|---|---|---|---|")

@@ -25,7 +25,7 @@ from d2seg.evaluation import coco as coco_eval
 from d2seg.evaluation import fast_coco
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from bench_coco_eval import make_data  # noqa: E402
+from bench_coco_eval import for_iou_type, make_data  # noqa: E402
 
 
 def _coco(dataset: dict) -> COCO:
@@ -54,21 +54,13 @@ def _assert_identical(ours, ref):
         np.testing.assert_array_equal(ours.eval[key], ref.eval[key], err_msg=key)
 
 
-def _for_type(dets, iou_type):
-    dets = copy.deepcopy(dets)
-    if iou_type == "segm":
-        for d in dets:
-            d.pop("bbox", None)
-    return dets
-
-
 # ------------------------------------------------------------------ equal to pycocotools
 
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
 def test_val2014_arrays_equal_pycocotools(shared_data, iou_type):
     root = shared_data / "coco_val2014_100"
     gt_path = root / "annotations" / "instances_val2014_100.json"
-    dets = _for_type(json.loads((root / "results" / f"instances_val2014_fake{iou_type}100_results.json")
+    dets = for_iou_type(json.loads((root / "results" / f"instances_val2014_fake{iou_type}100_results.json")
                                 .read_text()), iou_type)
     coco_gt = _coco(json.loads(gt_path.read_text()))
     ref = _reference(coco_gt, dets, iou_type)
@@ -87,7 +79,7 @@ def test_val2014_arrays_equal_pycocotools(shared_data, iou_type):
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
 def test_generated_polygons_equal_pycocotools(iou_type):
     gt, dets = make_data(60, dets_per_image=30, seed=3)
-    dets = _for_type(dets, iou_type)
+    dets = for_iou_type(dets, iou_type)
     _assert_identical(fast_coco.evaluate(_coco(gt), dets, iou_type), _reference(_coco(gt), dets, iou_type))
     # a subset of images, unsorted and repeated, as COCOeval takes params.imgIds
     ids = [40, 3, 17, 3, 59]
@@ -160,7 +152,7 @@ def _corner_cases():
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
 def test_corner_cases_equal_pycocotools(iou_type):
     gt, dets = _corner_cases()
-    dets = _for_type(dets, iou_type)
+    dets = for_iou_type(dets, iou_type)
     _assert_identical(fast_coco.evaluate(_coco(gt), dets, iou_type), _reference(_coco(gt), dets, iou_type))
 
 
@@ -194,7 +186,7 @@ def test_faster_coco_eval_dependency_matches_pycocotools_stats(shared_data):
     root = shared_data / "coco_val2014_100"
     reference = json.loads((root / "reference_stats_pycocotools.json").read_text())
     for iou_type in ("bbox", "segm"):
-        dets = _for_type(json.loads((root / "results" / f"instances_val2014_fake{iou_type}100_results.json")
+        dets = for_iou_type(json.loads((root / "results" / f"instances_val2014_fake{iou_type}100_results.json")
                                     .read_text()), iou_type)
         gt = FasterCOCO(str(root / "annotations" / "instances_val2014_100.json"), print_function=lambda *a: None)
         ev = COCOeval_faster(gt, gt.loadRes(dets), iou_type, print_function=lambda *a: None)
@@ -312,7 +304,7 @@ def test_coco_evaluator_uses_fast_path_and_keeps_report(shared_data, tmp_path, m
         evaluator.reset()
         evaluator._predictions = [{"image_id": i, "instances": v} for i, v in by_image.items()]
         results = evaluator.evaluate()[iou_type]
-        ref = _reference(coco_gt, _for_type(dets, iou_type), iou_type)
+        ref = _reference(coco_gt, for_iou_type(dets, iou_type), iou_type)
         for n, metric in enumerate(["AP", "AP50", "AP75", "APs", "APm", "APl"]):
             assert results[metric] == pytest.approx(ref.stats[n] * 100, abs=1e-9)
         kept = coco_eval.load_report(out)[iou_type]
