@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--writer", choices=["d2seg", "pillow"], default="d2seg",
                         help="who encodes the PNGs: d2seg's exporter (OpenCV) or Pillow")
     args = parser.parse_args()
-    from d2seg.panoptic import png
+    from d2seg.io import panoptic_png as png
 
     if args.decoder == "opencv":
         png._decoder = None  # before the pool forks: the workers inherit it

@@ -131,16 +131,15 @@ def _load_dataset(name: str, limit: int | None) -> _Data:
 
 def _read_bgr(path: str) -> np.ndarray:
     """The BGR image as training reads it; a bad file is one D2SegError line naming it."""
-    from d2seg.data.images import read_image
+    from d2seg.io.images import read_image
 
     return read_image(path, format="BGR")
 
 
 def _read_labels(path: str) -> np.ndarray:
-    from PIL import Image
+    from d2seg.io.labels import read_label_png
 
-    with Image.open(path) as im:
-        return np.asarray(im, dtype=np.uint8)
+    return read_label_png(path)
 
 
 # ------------------------------------------------------------------ running one method
@@ -319,7 +318,7 @@ def _score_instances(data: _Data, results: list[list[dict]], class_agnostic: boo
 
 
 def _save_outputs(data: _Data, method: Method, outputs: list, folder: Path) -> str:
-    from d2seg.files import write_json_atomic, write_png_atomic
+    from d2seg.io.files import write_json_atomic, write_png_atomic
 
     folder.mkdir(parents=True, exist_ok=True)
     if data.task == "semantic":
@@ -373,7 +372,7 @@ def markdown_table(rows: list[dict], task: str) -> str:
 def compare(comparison: Comparison, out_dir, progress: bool = True) -> list[dict]:
     """Run every method, score it, and write compare.md, compare.json, montage.png and each
     method's predictions (semantic PNGs or a COCO results JSON) under ``out_dir``."""
-    from d2seg.files import write_png_atomic, write_text_atomic
+    from d2seg.io.files import write_png_atomic, write_text_atomic
     from d2seg.visualize.render import montage
 
     out = Path(out_dir)

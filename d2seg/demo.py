@@ -82,7 +82,7 @@ def export_panoptic_predictions(cfg, weights: str, dataset: str, out_json: Path)
     """Run a panoptic model on a registered dataset and write COCO panoptic PNGs + JSON."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from d2seg.data.images import read_image
+    from d2seg.io.images import read_image
     from d2seg.engine.predict import BatchPredictor
     from d2seg.io.json import read_json
     from d2seg.panoptic.export import export_coco_panoptic

@@ -71,7 +71,7 @@ def device() -> str:
 
 def png_decoder() -> str:
     """Which decoder reads panoptic PNGs (Wuffs from the optional pywuffs, or OpenCV)."""
-    from d2seg.panoptic.png import decoder_name
+    from d2seg.io.panoptic_png import decoder_name
 
     return decoder_name()
 

@@ -1,4 +1,4 @@
-"""d2seg.files: atomic writes leave the old file or the whole new one, never a temporary."""
+"""d2seg.io.files: atomic writes leave the old file or the whole new one, never a temporary."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from d2seg import files
+from d2seg.io import files
 
 
 def _leftovers(folder):

@@ -1,5 +1,5 @@
 """compare, visualize's dataset drawing and the demo's panoptic export read images through
-d2seg.data.images.read_image: a corrupt file is one D2SegError line naming it, not a crash."""
+d2seg.io.images.read_image: a corrupt file is one D2SegError line naming it, not a crash."""
 
 import uuid
 

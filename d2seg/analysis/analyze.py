@@ -94,7 +94,7 @@ def analyze(gt, results, out_dir, *, images_dir=None, iou_types=None,
         names = {im["id"]: im.get("file_name") for im in gt["images"]}
         report["worst"] = [dict(r, file_name=names.get(r["image_id"])) for r in rows]
 
-    from d2seg.files import write_json_atomic, write_text_atomic
+    from d2seg.io.files import write_json_atomic, write_text_atomic
 
     write_json_atomic(out_dir / ANALYSIS_JSON, report, indent=1)
     write_text_atomic(out_dir / "analysis.md", markdown(report))
@@ -150,7 +150,7 @@ def _errors_plot(section: dict, iou_type: str, out_dir: Path) -> str:
     import matplotlib.pyplot as plt
 
     from d2seg.analysis.draw import colour_hex
-    from d2seg.files import save_figure_atomic
+    from d2seg.io.files import save_figure_atomic
 
     names = list(ERROR_TYPES) + list(SPECIAL_TYPES)
     values = [section["dAP"][e] for e in ERROR_TYPES] + [section["special_dAP"][e]
@@ -174,7 +174,7 @@ def _pr_plot(run, section: dict, iou_type: str, out_dir: Path) -> str:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from d2seg.files import save_figure_atomic
+    from d2seg.io.files import save_figure_atomic
 
     by_class = metrics._class_detections(run)
     counts = run._gt_counts()

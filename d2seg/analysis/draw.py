@@ -107,8 +107,8 @@ def draw_worst(run: TideRun, gt: dict, results: list, rows: list[dict], images_d
     """Draw ``rows`` (from :func:`d2seg.analysis.metrics.worst_images`) to
     ``out_dir/NN_<image>.png``; returns rows with ``png`` (path relative to out_dir's parent)
     or ``skipped`` (the reason) added."""
-    from d2seg.data.images import UnreadableImageError, read_image
-    from d2seg.files import write_png_atomic
+    from d2seg.io.images import UnreadableImageError, read_image
+    from d2seg.io.files import write_png_atomic
 
     images = {im["id"]: im for im in gt["images"]}
     anns_by_image, dets_by_image = {}, {}

@@ -16,7 +16,8 @@ from skimage import segmentation
 from tqdm import tqdm
 
 from d2seg.errors import D2SegError
-from d2seg.files import write_png_atomic
+from d2seg.io.files import write_png_atomic
+from d2seg.io.labels import read_label_png
 from d2seg.visualize.files import IMAGE_EXTENSIONS, read_image
 
 __all__ = ["METHODS", "superpixel_labels", "vote", "refine_semantic", "refine_folder"]
@@ -123,9 +124,9 @@ def refine_folder(images_dir, labels_dir, out_dir, method: str = "slic",
     written = []
     for path in tqdm(label_files, desc=f"superpixels ({method})", unit="img",
                      disable=None if progress is None else not progress):
-        labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if labels is None or labels.ndim != 2 or labels.dtype != np.uint8:
-            raise D2SegError("not a single-channel 8-bit label PNG", file=str(path))
+        labels = read_label_png(path)
+        if labels.dtype != np.uint8:
+            raise D2SegError(f"{labels.dtype} label PNG, need 8-bit class ids", file=str(path))
         image_path = _image_for(images_dir, path.stem)
         image = cv2.cvtColor(read_image(image_path), cv2.COLOR_BGR2RGB)
         if image.shape[:2] != labels.shape:

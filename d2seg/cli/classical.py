@@ -76,7 +76,7 @@ def _check_positive(name: str, value, minimum=0) -> None:
 
 def run_grabcut(args) -> int:
     from d2seg.classical import grabcut_coco
-    from d2seg.files import write_json_atomic
+    from d2seg.io.files import write_json_atomic
 
     _check_positive("--iters", args.iters)
     _check_positive("--margin", args.margin, -1e-12)
@@ -91,7 +91,7 @@ def run_grabcut(args) -> int:
 
 def run_watershed(args) -> int:
     from d2seg.classical import watershed_folder
-    from d2seg.files import write_json_atomic
+    from d2seg.io.files import write_json_atomic
 
     _check_positive("--h", args.h)
     results = watershed_folder(args.images, coco=args.coco, masks_dir=args.masks,

@@ -59,7 +59,7 @@ def run_pq(args) -> int:
         format_table,
         pq_compute_folders,
     )
-    from d2seg.files import write_json_atomic, write_text_atomic
+    from d2seg.io.files import write_json_atomic, write_text_atomic
     from d2seg.io.json import read_json
 
     results = pq_compute_folders(args.gt_json, args.gt_dir, args.pred_json, args.pred_dir,

@@ -21,7 +21,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from d2seg.files import write_text_atomic
+from d2seg.io.files import write_text_atomic
 
 LOCK_FILE = Path(__file__).with_name("requirements-lock.txt")
 

@@ -25,7 +25,7 @@ from d2seg.errors import D2SegError
 from d2seg.io.json import read_json
 from d2seg.io.panoptic import rgb_to_id
 from d2seg.io.rle import polygon_problem, to_rle
-from d2seg.files import write_json_atomic
+from d2seg.io.files import write_json_atomic
 
 ERROR, WARNING = "error", "warning"
 
@@ -64,7 +64,7 @@ KINDS = {
     "semseg_image_missing": WARNING,
     "semseg_label_unreadable": ERROR,
     "semseg_label_not_single_channel": ERROR,
-    "semseg_label_palette": ERROR,
+    "semseg_label_palette": WARNING,
     "semseg_size_mismatch": ERROR,
     "semseg_label_out_of_range": ERROR,
 }
@@ -542,10 +542,10 @@ def check_sem_seg(image_root: str | os.PathLike, label_root: str | os.PathLike, 
                         "re-export the label PNG"))
             continue
         if mode == "P":
-            add(Problem("semseg_label_palette", str(lab), "palette PNG: detectron2 reads it "
-                        "as grey levels of the palette colours, not as class ids",
+            add(Problem("semseg_label_palette", str(lab), "palette PNG: d2seg reads its palette "
+                        "indices as class ids, but detectron2's own training loader would read "
+                        "grey levels of the palette colours", "to use the data outside d2seg, "
                         "save the indices as a mode 'L' PNG"))
-            continue
         if ids.ndim != 2:
             add(Problem("semseg_label_not_single_channel", str(lab), f"{mode} PNG with "
                         f"{ids.shape[2]} channels", "save one channel of class ids (mode 'L')"))

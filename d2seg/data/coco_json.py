@@ -91,7 +91,7 @@ def _cache_read(path, key: list) -> dict:
 
 
 def _cache_write(path, key: list, **values) -> None:
-    from d2seg.files import write_json_atomic
+    from d2seg.io.files import write_json_atomic
 
     entry = _cache_read(path, key) or {"version": CACHE_VERSION, "key": key}
     entry.update(values)

@@ -37,8 +37,9 @@ from pycocotools import mask as mask_utils
 from d2seg.data.check import IMAGE_SUFFIXES
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json
+from d2seg.io.labels import read_label_png
 from d2seg.io.rle import encode_mask, to_rle
-from d2seg.files import write_json_atomic
+from d2seg.io.files import write_json_atomic
 
 
 def _categories(names) -> list[dict]:
@@ -168,22 +169,13 @@ def _image_for(stem: str, image_dir: Path) -> Path:
                      hint="masks and images must share the file stem")
 
 
-def _read_label_png(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        arr = np.asarray(im)
-    if arr.ndim != 2:
-        raise D2SegError(f"mask has {arr.shape[2]} channels, need a single-channel PNG",
-                         file=str(path), hint="save label images as 8- or 16-bit grayscale")
-    return arr
-
-
 def _mask_images(mask_dir, image_dir):
     mask_dir, image_dir = Path(mask_dir), Path(image_dir)
     pngs = sorted(mask_dir.glob("*.png"))
     if not pngs:
         raise D2SegError("no *.png mask found", file=str(mask_dir))
     for image_id, png in enumerate(pngs, start=1):
-        labels = _read_label_png(png)
+        labels = read_label_png(png, "mask PNG")
         image = _image_for(png.stem, image_dir)
         with Image.open(image) as im:
             if im.size != (labels.shape[1], labels.shape[0]):

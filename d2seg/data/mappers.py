@@ -1,7 +1,7 @@
 """Dataset mappers and loader pieces that keep a run going past unreadable images.
 
 :class:`D2SegDatasetMapper` is detectron2's ``DatasetMapper`` reading images with
-:func:`d2seg.data.images.read_image` (EXIF applied, greyscale/RGBA/16-bit converted, one-line
+:func:`d2seg.io.images.read_image` (EXIF applied, greyscale/RGBA/16-bit converted, one-line
 errors). :class:`SkipUnreadableDataset` takes the place of detectron2's ``MapDataset`` in the
 training loader: a record whose image cannot be read is replaced by another image (chosen by a
 generator seeded with the index, so the replacement does not depend on what was read before)
@@ -26,7 +26,8 @@ from detectron2.data import transforms as T
 from detectron2.utils.serialize import PicklableWrapper
 from torch.utils.data import Dataset, get_worker_info
 
-from d2seg.data.images import UnreadableImageError, read_image
+from d2seg.io.images import UnreadableImageError, read_image
+from d2seg.io.labels import read_label_png
 from d2seg.errors import D2SegError
 
 SKIPPED_KEY = "_d2seg_skipped"  # [(file, reason)] skipped while producing this record
@@ -46,7 +47,7 @@ def _size_mismatch(dataset_dict: dict, image: np.ndarray) -> D2SegError:
 
 
 class D2SegDatasetMapper(DatasetMapper):
-    """detectron2 v0.6's ``DatasetMapper`` with images read by ``d2seg.data.images.read_image``.
+    """detectron2 v0.6's ``DatasetMapper`` with images read by ``d2seg.io.images.read_image``.
 
     v0.6 decodes inside ``__call__`` with no hook for the reader, so ``__call__`` here reads the
     files itself (:meth:`_read`) and hands the decoded arrays to detectron2's own pieces
@@ -86,11 +87,10 @@ class D2SegDatasetMapper(DatasetMapper):
         label_file = record.pop("sem_seg_file_name", None)
         if label_file is None:
             return image, None
-        try:  # class ids: read as detectron2 does (convert("L")), never rescaled
-            return image, utils.read_image(label_file, "L").squeeze(2)
-        except Exception as e:  # PIL raises many types for broken files
-            raise UnreadableImageError(f"label PNG unreadable ({e or type(e).__name__})",
-                                       file=str(label_file)) from e
+        labels = read_label_png(label_file)  # class ids, as every d2seg reader reads them
+        # detectron2 resizes uint8 maps with PIL and others with torch, which has no nearest
+        # resize for uint16/int32: float32 holds every id below 2^24 exactly
+        return image, labels if labels.dtype == np.uint8 else labels.astype(np.float32)
 
     def _to_model_input(self, record: dict, image: np.ndarray, labels) -> dict:
         """Augment, then tensors (shared memory between loader processes), proposals, and in

@@ -26,7 +26,7 @@ from PIL import Image
 from d2seg.data.cache import cache_dir
 from d2seg.errors import D2SegError
 from d2seg.io.json import parse_json, read_bytes
-from d2seg.panoptic.png import read_panoptic_png
+from d2seg.io.panoptic_png import read_panoptic_png
 
 DERIVATION_VERSION = 2  # 2: cache keyed on file stats, not contents
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from d2seg.data.check import is_panoptic, load_coco_json, panoptic_ids
-from d2seg.data.images import read_image
+from d2seg.io.images import read_image
 from d2seg.errors import D2SegError
 
 
@@ -19,7 +19,7 @@ def render_ground_truth(json_path: str | os.PathLike, image_root: str | os.PathL
                         panoptic_root: str | os.PathLike | None = None) -> list[Path]:
     """Write overlays of the first ``n`` images (sorted by id) into ``out_dir``; return paths."""
     from d2seg.visualize import annotations_from_coco, draw_instances, draw_panoptic
-    from d2seg.files import write_png_atomic
+    from d2seg.io.files import write_png_atomic
 
     data = load_coco_json(json_path)
     panoptic = is_panoptic(data)

@@ -15,7 +15,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from d2seg.data.check import is_panoptic, load_coco_json
-from d2seg.files import save_figure_atomic, write_json_atomic
+from d2seg.io.files import save_figure_atomic, write_json_atomic
 from d2seg.io.rle import to_rle
 
 SMALL, MEDIUM = 32 ** 2, 96 ** 2  # COCO's area ranges

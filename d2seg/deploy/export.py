@@ -25,7 +25,7 @@ import numpy as np
 from d2seg.deploy import FORMAT, FORMAT_VERSION
 from d2seg.deploy.runtime import OUTPUTS, resize_image, resized_shape
 from d2seg.errors import D2SegError
-from d2seg.files import open_temporary_beside, write_json_atomic, write_text_atomic
+from d2seg.io.files import open_temporary_beside, write_json_atomic, write_text_atomic
 
 OPSET = 17
 # the flattened Instances fields TracingAdapter returns, in its (sorted) order, and our names

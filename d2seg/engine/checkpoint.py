@@ -34,7 +34,7 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 
 from d2seg.errors import D2SegError
-from d2seg.files import atomic_output, is_leftover_temporary
+from d2seg.io.files import atomic_output, is_leftover_temporary
 from d2seg.modeling.checkpoint import D2SegCheckpointer
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def preserved_rng_states():
 
 def write_atomically(path: str, write) -> None:
     """Call ``write(binary_file)`` for the new content of ``path``, durably and atomically
-    (:func:`d2seg.files.atomic_output`): readers see the old file or the complete new one,
+    (:func:`d2seg.io.files.atomic_output`): readers see the old file or the complete new one,
     never a part; a full disk is a D2SegError naming the file."""
     sink = None
     try:

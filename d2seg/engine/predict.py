@@ -20,9 +20,9 @@ import numpy as np
 from pycocotools import mask as mask_util
 from tqdm import tqdm
 
-from d2seg.data.images import read_image
+from d2seg.io.images import read_image
 from d2seg.errors import D2SegError
-from d2seg.files import UniqueNames, open_temporary_beside, write_png_atomic
+from d2seg.io.files import UniqueNames, open_temporary_beside, write_png_atomic
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -67,7 +67,7 @@ def output_stems(files: list[Path]) -> list[str]:
     ``semantic/<stem>_<frame index>.png`` for a video. It is the file's own stem; when an earlier
     image (or video) of the inputs already has it (``a/x.png`` then ``b/x.png``, or ``x.png``
     beside ``x.jpg``), a numeric suffix is added: ``x_2``, ``x_3``, ... (the first free one, see
-    ``d2seg.files.UniqueNames``). An image stem that would name a video's frame (``clip_000012``
+    ``d2seg.io.files.UniqueNames``). An image stem that would name a video's frame (``clip_000012``
     beside ``clip.mp4``) gets a suffix too. ``images.json`` records each input's path and its
     outputs' names."""
     videos, images = UniqueNames(), UniqueNames()
@@ -406,7 +406,7 @@ def _isatty() -> bool:
 
 class _JsonListWriter:
     """A JSON list written item by item to a new, uniquely named temporary file beside ``path``
-    (``d2seg.files.open_temporary_beside``: two runs never share one, and a file or symlink
+    (``d2seg.io.files.open_temporary_beside``: two runs never share one, and a file or symlink
     already at a name is never opened) and renamed to ``path`` by ``commit()``: the same bytes
     as ``json.dumps(list)``, without holding the list. ``discard()`` (after a failure) removes
     the partial file and leaves an earlier ``path`` as it was."""

@@ -13,7 +13,7 @@ from d2seg.config import load_config
 from d2seg.engine.launch import init_from_env
 from d2seg.engine.trainer import Trainer, prepare_config
 from d2seg.errors import D2SegError
-from d2seg.files import write_json_atomic, write_text_atomic
+from d2seg.io.files import write_json_atomic, write_text_atomic
 from d2seg.modeling.checkpoint import D2SegCheckpointer
 
 

@@ -111,7 +111,7 @@ def _hints(cfg, out: Path) -> int:
     from detectron2.data import MetadataCatalog
 
     from d2seg.analysis.hints import hints, training_facts
-    from d2seg.files import write_json_atomic
+    from d2seg.io.files import write_json_atomic
 
     path = out / "analysis" / "analysis.json"
     analysis = json.loads(path.read_text())

@@ -76,7 +76,7 @@ class ResumableTrainLoader:
     @classmethod
     def from_config(cls, cfg) -> "ResumableTrainLoader":
         """Same dataset and sampler as ``build_detection_train_loader(cfg)``; detectron2's
-        mapper, reading images with ``d2seg.data.images.read_image``."""
+        mapper, reading images with ``d2seg.io.images.read_image``."""
         return cls(**build_detection_train_loader.from_config(
             cfg, mapper=D2SegDatasetMapper(cfg, is_train=True)))
 

@@ -192,7 +192,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        # images read as in training (d2seg.data.images); an unreadable one is one error line
+        # images read as in training (d2seg.io.images); an unreadable one is one error line
         from d2seg.data.mappers import build_test_loader
 
         return build_test_loader(cfg, dataset_name)
@@ -443,7 +443,7 @@ class Trainer(DefaultTrainer):
                     writer._last_write = min(last, iteration - 1)
 
     def _write_recoveries(self) -> None:
-        from d2seg.files import write_json_atomic
+        from d2seg.io.files import write_json_atomic
 
         if comm.is_main_process() and self.cfg.OUTPUT_DIR:
             write_json_atomic(os.path.join(self.cfg.OUTPUT_DIR, "recoveries.json"),

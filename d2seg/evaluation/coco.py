@@ -23,7 +23,7 @@ from pycocotools.coco import COCO
 
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json
-from d2seg.files import write_json_atomic, write_text_atomic
+from d2seg.io.files import write_json_atomic, write_text_atomic
 
 STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 

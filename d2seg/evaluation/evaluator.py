@@ -20,7 +20,7 @@ from detectron2.utils import comm
 
 from d2seg.evaluation import coco as coco_report
 from d2seg.evaluation import fast_coco
-from d2seg.files import write_json_atomic
+from d2seg.io.files import write_json_atomic
 
 RESULTS_JSON = "coco_instances_results.json"
 

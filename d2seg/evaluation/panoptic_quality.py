@@ -8,7 +8,7 @@ crowd region of its category is not a false positive. Ground truth areas come fr
 predicted areas from the PNG, as in the reference.
 
 Per image the work is one table of pixel counts per (ground truth, prediction) pair: each PNG
-decoded (by Wuffs where installed, see :mod:`d2seg.panoptic.png`), its ids mapped to compact
+decoded (by Wuffs where installed, see :mod:`d2seg.io.panoptic_png`), its ids mapped to compact
 table indices by one gather from a 2^24-entry lookup table, then one ``np.bincount``; buffers
 are reused from image to image, and images run in a process pool. IoUs are summed in the
 reference's order so the numbers are bit-identical, not just close.
@@ -26,7 +26,7 @@ import numpy as np
 
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json
-from d2seg.panoptic.png import ids_of_rgba, read_panoptic_png, read_rgba
+from d2seg.io.panoptic_png import ids_of_rgba, read_panoptic_png, read_rgba
 
 MATCH_IOU = 0.5
 
@@ -317,7 +317,7 @@ def format_table(results: dict, categories: dict | list | None = None) -> str:
 def write_pq_report(results: dict, categories: list, out_dir) -> str:
     """``pq.json`` (the results, with each category's name under ``category_names`` for the
     report page) and ``pq.md`` in ``out_dir``, atomically; returns the Markdown."""
-    from d2seg.files import write_json_atomic, write_text_atomic
+    from d2seg.io.files import write_json_atomic, write_text_atomic
 
     markdown = format_markdown(results, categories)
     out_dir = Path(out_dir)

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from d2seg.files import save_figure_atomic  # noqa: E402
+from d2seg.io.files import save_figure_atomic  # noqa: E402
 
 RECALL = np.linspace(0.0, 1.0, 101)  # COCO's 101 recall thresholds
 

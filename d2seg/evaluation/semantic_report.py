@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from d2seg.evaluation.semantic_metrics import SemanticConfusion
-from d2seg.files import write_json_atomic, write_text_atomic
+from d2seg.io.files import write_json_atomic, write_text_atomic
 
 REPORT_JSON = "sem_seg_report.json"  # kept beside the evaluator's output, read by d2seg eval
 

@@ -2,8 +2,8 @@
 
 ``combine`` turns any pair of instance and semantic predictions into a panoptic map with the
 published heuristic (identical to detectron2's Panoptic FPN inference); ``export`` writes the
-result as COCO panoptic PNGs + JSON that panopticapi and detectron2 read; ``png`` reads such
-PNGs back. The names below load ``combine`` (and torch) on first use only, so that PQ
+result as COCO panoptic PNGs + JSON that panopticapi and detectron2 read (``d2seg.io.panoptic_png``
+reads such PNGs back). The names below load ``combine`` (and torch) on first use only, so that PQ
 evaluation and the PNG reader start without torch.
 """
 

@@ -16,7 +16,7 @@ from typing import Iterable
 import numpy as np
 
 from d2seg.errors import D2SegError
-from d2seg.files import UniqueNames, write_json_atomic, write_png_atomic
+from d2seg.io.files import UniqueNames, write_json_atomic, write_png_atomic
 from d2seg.io.panoptic import id_to_rgb
 
 
@@ -78,7 +78,7 @@ def export_coco_panoptic(predictions: Iterable[tuple[dict, np.ndarray, list[dict
     ``png_folder`` (default: ``out_json`` without ``.json``, panopticapi's convention) named
     after the image's file name with a ``.png`` suffix; an image whose name an earlier one
     already took (``a/x.jpg`` and ``b/x.jpg``, or ``x.jpg`` and ``x.png``) gets a numeric
-    suffix, ``x_2.png``, ``x_3.png``, ... (``d2seg.files.UniqueNames``). Each annotation's
+    suffix, ``x_2.png``, ``x_3.png``, ... (``d2seg.io.files.UniqueNames``). Each annotation's
     ``file_name`` names its PNG.
     """
     out_json = Path(out_json)

@@ -25,6 +25,7 @@ import numpy as np
 
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json
+from d2seg.io.labels import read_label_png
 from d2seg.panoptic.combine_numpy import (
     DEFAULT_OVERLAP_THRESHOLD,
     DEFAULT_SCORE_THRESHOLD,
@@ -40,12 +41,7 @@ def load_semantic(folder: Path, image: dict, categories: list[dict]) -> np.ndarr
     stem = Path(image["file_name"]).stem
     png, npy = folder / f"{stem}.png", folder / f"{stem}.npy"
     if png.is_file():
-        import cv2
-
-        labels = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
-        if labels is None or labels.ndim != 2:
-            raise D2SegError("semantic PNG must be a single-channel label map", file=str(png))
-        return labels.astype(np.int64)
+        return read_label_png(png, "semantic PNG").astype(np.int64)
     if npy.is_file():
         array = np.load(npy)
         if array.ndim == 2:

@@ -472,7 +472,7 @@ def build_html(run: RunFolder, title: str | None = None) -> str:
 
 def write_report(run_dir, out=None, analysis_dir=None, title: str | None = None) -> Path:
     """Write ``out`` (default ``RUN_DIR/report.html``) for the run folder ``run_dir``."""
-    from d2seg.files import write_text_atomic
+    from d2seg.io.files import write_text_atomic
 
     run = read_run(run_dir, analysis_dir)
     out = Path(out) if out else Path(run_dir) / "report.html"

@@ -25,9 +25,10 @@ from tqdm import tqdm
 
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json_or_parsed
+from d2seg.io.labels import read_label_png
 from d2seg.io.rle import to_rle
-from d2seg.files import write_png_atomic
-from d2seg.panoptic.png import read_panoptic_png
+from d2seg.io.files import write_png_atomic
+from d2seg.io.panoptic_png import read_panoptic_png
 from d2seg.visualize.colours import class_colors
 from d2seg.visualize.files import _load_panoptic_json, _panoptic_dir
 from d2seg.visualize.inputs import (
@@ -159,13 +160,6 @@ def _record_annotations(record) -> list[dict]:
     return anns
 
 
-def _read_label_png(path) -> np.ndarray:
-    labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if labels is None:
-        raise D2SegError("label PNG missing or unreadable", file=str(path))
-    return labels if labels.ndim == 2 else labels[:, :, 0]
-
-
 def draw_ground_truth(image, record, kind: str, space: ClassSpace, *, alpha: float = 0.5,
                       ignore_label: int = 255) -> tuple[np.ndarray, str]:
     """One record's ground truth drawn on its image, and the panel's title."""
@@ -180,7 +174,7 @@ def draw_ground_truth(image, record, kind: str, space: ClassSpace, *, alpha: flo
         segments = record.get("segments_info", [])
         return (draw_panoptic(image, pan, segments, space.names, space.isthing, space.colors,
                               alpha), f"ground truth ({len(segments)} segments)")
-    labels = _read_label_png(record["sem_seg_file_name"])
+    labels = read_label_png(record["sem_seg_file_name"])
     _check_size(labels, image, record["sem_seg_file_name"])
     return (draw_semantic(image, labels, space.names, space.colors, ignore_label, alpha),
             "ground truth")

@@ -15,8 +15,8 @@ from tqdm import tqdm
 
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json_or_parsed
-from d2seg.files import write_png_atomic
-from d2seg.panoptic.png import read_panoptic_png
+from d2seg.io.files import write_png_atomic
+from d2seg.io.panoptic_png import read_panoptic_png
 from d2seg.visualize.colours import class_colors
 from d2seg.visualize.inputs import (
     annotations_to_instances, group_by_image, load_coco, load_results,
@@ -29,10 +29,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 def read_image(path: Path, missing_hint: str = "check --images points at the folder holding "
                                                 "the dataset's images") -> np.ndarray:
-    """A BGR uint8 image read as training reads it (``d2seg.data.images``); a one-line error
+    """A BGR uint8 image read as training reads it (``d2seg.io.images``); a one-line error
     naming the file when it is missing (with ``missing_hint``) or unreadable."""
-    from d2seg.data.images import UnreadableImageError
-    from d2seg.data.images import read_image as read
+    from d2seg.io.images import UnreadableImageError
+    from d2seg.io.images import read_image as read
 
     try:
         return read(path, "BGR")

@@ -342,7 +342,8 @@ def write_semseg(root: Path) -> tuple[Path, Path]:
 
 
 def _palette_png(lab):
-    im = Image.open(lab / "f1.png").convert("P")
+    """The same class ids stored as palette indices (what VOC-style exports write)."""
+    im = Image.fromarray(np.asarray(Image.open(lab / "f1.png")), mode="P")
     im.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] * 85 + [0, 0, 0])
     im.save(lab / "f1.png")
 

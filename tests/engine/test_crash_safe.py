@@ -31,7 +31,7 @@ from pycocotools import mask as mask_util
 
 from d2seg.engine.checkpoint import RECORD_FILE, TAG_FILE, SafeCheckpointer
 from d2seg.errors import D2SegError
-from d2seg.files import is_leftover_temporary
+from d2seg.io.files import is_leftover_temporary
 
 # the same command as `d2seg train`, with deterministic kernels and one thread per process
 TRAIN = """

@@ -16,7 +16,7 @@ from PIL import Image
 
 from d2seg.engine import predict as predict_mod
 from d2seg.errors import D2SegError
-from d2seg.files import is_leftover_temporary
+from d2seg.io.files import is_leftover_temporary
 
 NAMES = ["road", "sky"]
 COLORS_RGB = [(128, 0, 0), (0, 0, 200)]  # detectron2 metadata order: RGB
@@ -138,7 +138,7 @@ def test_results_writer_does_not_follow_a_planted_symlink(tmp_path, monkeypatch)
     victim.write_text("untouched")
     (out / "results.json.tmp").symlink_to(victim)
     draws = iter(["aaaaaaaa", "bbbbbbbb"])
-    monkeypatch.setattr("d2seg.files.secrets.token_hex", lambda n: next(draws))
+    monkeypatch.setattr("d2seg.io.files.secrets.token_hex", lambda n: next(draws))
     (out / ".results.json.aaaaaaaa.d2seg-tmp").symlink_to(victim)
 
     writer = predict_mod._JsonListWriter(out / "results.json")

@@ -21,7 +21,7 @@ import torch
 
 from d2seg.diagnostics import tiny_mask_rcnn_cfg
 from d2seg.engine import predict as predict_mod
-from d2seg.files import is_leftover_temporary
+from d2seg.io.files import is_leftover_temporary
 
 H, W = 120, 160
 BATCH = 4
@@ -29,7 +29,7 @@ SHORT, LONG = 48, 192  # frames
 
 
 def _temporaries(folder) -> list[str]:
-    """Temporary files left in ``folder`` (the results writers' are named as d2seg.files')."""
+    """Temporary files left in ``folder`` (the results writers' are named as d2seg.io.files')."""
     return [p.name for p in folder.iterdir() if is_leftover_temporary(p.name)]
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from d2seg.panoptic import png
-from d2seg.panoptic.png import read_panoptic_png
+from d2seg.io import panoptic_png as png
+from d2seg.io.panoptic_png import read_panoptic_png
 from d2seg.panoptic.export import write_panoptic_png
 
 

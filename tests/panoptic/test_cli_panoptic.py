@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from d2seg.cli.main import main
-from d2seg.panoptic.png import read_panoptic_png
+from d2seg.io.panoptic_png import read_panoptic_png
 
 mask_util = pytest.importorskip("pycocotools.mask")
 combine_script = pytest.importorskip("panopticapi.combine_semantic_and_instance_predictions")

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from d2seg.evaluation.panoptic_quality import pq_compute_folders
-from d2seg.files import TEMP_SUFFIX
+from d2seg.io.files import TEMP_SUFFIX
 from d2seg.panoptic.combine import InstancePredictions, combine_panoptic
 from d2seg.io.panoptic import id_to_rgb
 from d2seg.panoptic.export import export_coco_panoptic

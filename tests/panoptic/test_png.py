@@ -1,4 +1,4 @@
-"""d2seg.panoptic.png: every decoder path gives the ids that were encoded, and Pillow's decode.
+"""d2seg.io.panoptic_png: every decoder path gives the ids that were encoded, and Pillow's decode.
 
 References: the id map a test encodes itself (written by OpenCV and by Pillow with every
 compression setting, so all five PNG row filters occur), and for files it did not make (the
@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from d2seg.errors import D2SegError
-from d2seg.panoptic import png
+from d2seg.io import panoptic_png as png
 
 HAS_WUFFS = png.wuffs_decoder() is not None  # the `decoder` fixture is in conftest.py
 

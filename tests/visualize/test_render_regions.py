@@ -11,7 +11,7 @@ from PIL import Image
 
 from d2seg.visualize import draw_panoptic, draw_semantic
 from d2seg.visualize.colours import class_colors
-from d2seg.panoptic.png import read_panoptic_png
+from d2seg.io.panoptic_png import read_panoptic_png
 from d2seg.visualize.files import category_tables
 
 CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))

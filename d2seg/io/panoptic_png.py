@@ -80,7 +80,7 @@ def _read_checked(path: Path) -> bytes:
     width, height = struct.unpack(">II", data[16:24])
     from PIL import Image
 
-    from d2seg.data.images import over_pixel_limit
+    from d2seg.io.images import over_pixel_limit
 
     limit = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
     if limit is not None and width * height > limit:

@@ -56,6 +56,12 @@ def _bomb_reason(error: Exception) -> str:
 
 def open_image(path: str | os.PathLike) -> Image.Image:
     """The decoded image as an 8-bit PIL image (RGB or L), EXIF orientation applied."""
+    return _to_8bit(decode_upright(path))
+
+
+def decode_upright(path: str | os.PathLike) -> Image.Image:
+    """The decoded PIL image as stored (any mode, any bit depth), EXIF orientation applied; the
+    checks and one-line errors of this module. Images and label maps both start here."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -71,7 +77,6 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         with Image.open(path) as im:
             im.load()  # decode now: truncated data fails here, not half-way through training
             image = _upright(im)
-            image = _to_8bit(image)
     except Image.DecompressionBombError as e:
         raise _unreadable(path, _bomb_reason(e),
                           "resize or tile it, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust "
