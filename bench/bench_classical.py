@@ -26,7 +26,7 @@ from d2seg.classical.coco_io import images_from_coco, mask_to_result
 from d2seg.data.demo import ensure_demo
 from d2seg.evaluation.coco import evaluate_coco
 from d2seg.evaluation.semantic_metrics import semantic_metrics
-from d2seg.visualize.inputs import load_coco
+from d2seg.io.coco import load_coco
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -1,7 +1,7 @@
 """Seed sweep of the two demo trainings (`d2seg demo`): does every run finish, and how much do
 segm AP and PQ move with the seed and the thread count?
 
-Each run is what `d2seg demo` does for one model (d2seg.demo.run_instance_demo /
+Each run is what `d2seg demo` does for one model (d2seg.runners.demo.run_instance_demo /
 run_panoptic_demo: the demo configs' full schedule, 360 iterations, then evaluation on val),
 with ``seed=S`` and ``torch.set_num_threads(T)``, in its own process. A run that stops (a
 diverged loss is a D2SegError) is recorded as not finished with its one-line error. Per run:
@@ -71,7 +71,7 @@ def _one(model: str, seed: int, threads: int, out: Path, overrides: list[str],
     import torch
 
     torch.set_num_threads(threads)
-    from d2seg import demo
+    from d2seg.runners import demo
     from d2seg.engine import run as engine
 
     if overrides:

@@ -15,7 +15,7 @@ Cases:
   masks, 0-2 jittered detections per instance (the data of ``bench_coco_eval.py``). No pixels
   are needed: only the JSON files are written.
 * ``checkpoint`` (``--checkpoint``): ``d2seg eval --config-file --weights --dataset``: a tiny
-  random-init Mask R-CNN (``d2seg.diagnostics.tiny_mask_rcnn_cfg``) runs over generated PNGs
+  random-init Mask R-CNN (``d2seg.runners.diagnostics.tiny_mask_rcnn_cfg``) runs over generated PNGs
   (small, written to a temporary folder) registered through a dataset manifest, then scores
   its detections. Slow on a CPU (about 0.1 s an image): use ``--sizes 100 1000`` to keep it short.
   The reference is pycocotools on the ground truth and the detections that run wrote.
@@ -133,7 +133,7 @@ def write_checkpoint(folder: Path) -> tuple[Path, Path]:
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
-    from d2seg.diagnostics import tiny_mask_rcnn_cfg
+    from d2seg.runners.diagnostics import tiny_mask_rcnn_cfg
 
     torch.manual_seed(0)
     cfg = tiny_mask_rcnn_cfg("cpu", 96)

@@ -64,8 +64,8 @@ def bench_image(size: int):
 
 def eager_config(size: int, weights: str):
     from d2seg.config import load_config
-    from d2seg.engine.run import register_datasets
-    from d2seg.engine.trainer import prepare_config
+    from d2seg.data.register import register_datasets
+    from d2seg.config.prepare import prepare_config
 
     register_datasets()
     cfg = load_config(CONFIG, ["DATASETS.TRAIN", f"('{DATASET}',)", "DATASETS.TEST", "()",

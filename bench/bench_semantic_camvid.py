@@ -206,7 +206,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from d2seg.engine.run import register_datasets
+    from d2seg.data.register import register_datasets
 
     torch.set_num_threads(args.threads)
     register_datasets()

@@ -1,7 +1,7 @@
 """Peak memory of ``d2seg predict`` on a short and a 10x longer generated video.
 
 Goal (issue 5): inference on a long video does not grow memory. Each run is a separate
-``d2seg predict`` process (a tiny random-init Mask R-CNN from ``d2seg.diagnostics``, 160x120
+``d2seg predict`` process (a tiny random-init Mask R-CNN from ``d2seg.runners.diagnostics``, 160x120
 frames, every detection written to results.json, every frame rendered into an mp4); its peak
 resident memory is read from the kernel as in ``bench_eval_memory.py``: the whole process, and the
 work's growth over the resident size after imports.
@@ -33,7 +33,7 @@ def write_model(folder: Path) -> tuple[Path, Path]:
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
-    from d2seg.diagnostics import tiny_mask_rcnn_cfg
+    from d2seg.runners.diagnostics import tiny_mask_rcnn_cfg
 
     torch.manual_seed(0)
     cfg = tiny_mask_rcnn_cfg("cpu", 48)

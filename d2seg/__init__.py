@@ -19,14 +19,14 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "D2SegError": "d2seg.errors",
-    "register_datasets": "d2seg.engine.run",
+    "register_datasets": "d2seg.data.register",
     "find_manifest": "d2seg.data.manifest",
     "load_manifest": "d2seg.data.manifest",
     "get_cfg": "d2seg.config",
     "load_config": "d2seg.config",
     "add_d2seg_config": "d2seg.config",
     "Trainer": "d2seg.engine.trainer",
-    "prepare_config": "d2seg.engine.trainer",
+    "prepare_config": "d2seg.config.prepare",
     "BatchPredictor": "d2seg.engine.predict",
     "predict": "d2seg.engine.predict",
     "evaluate_coco": "d2seg.evaluation.coco",

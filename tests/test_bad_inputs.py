@@ -143,7 +143,7 @@ def panoptic_dataset(root: Path, *, png_size=(H, W), undeclared: bool = False) -
 
 def tiny_config(num_classes: int = 1):
     from d2seg.config import add_d2seg_config
-    from d2seg.diagnostics import tiny_mask_rcnn_cfg
+    from d2seg.runners.diagnostics import tiny_mask_rcnn_cfg
 
     cfg = add_d2seg_config(tiny_mask_rcnn_cfg("cpu", H))
     cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
@@ -615,7 +615,8 @@ def test_short_polygons_and_flat_boxes_are_dropped_with_one_warning(tmp_path, ca
     """detectron2 silently drops them; d2seg names the file and the annotation ids once."""
     from detectron2.data import DatasetCatalog
 
-    from d2seg.data.manifest import load_manifest, register_manifest
+    from d2seg.data.manifest import load_manifest
+    from d2seg.data.register import register_manifest
 
     def edit(d):
         d["annotations"][0]["segmentation"].append([1, 1, 5, 5])

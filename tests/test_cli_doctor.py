@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from d2seg import diagnostics
+from d2seg.runners import diagnostics
 from d2seg.cli.main import main
 
 

@@ -20,7 +20,7 @@ def test_instance_demo_outputs_and_numbers(tmp_path):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from d2seg.demo import run_instance_demo
+    from d2seg.runners.demo import run_instance_demo
 
     # keep every detection of the barely trained model, so AP is computed on real output
     result = run_instance_demo(tmp_path, max_iter=3, num_pictures=2,
@@ -45,7 +45,7 @@ def test_instance_demo_outputs_and_numbers(tmp_path):
 def test_panoptic_demo_outputs_and_pq(tmp_path):
     from detectron2.data import MetadataCatalog
 
-    from d2seg.demo import run_panoptic_demo
+    from d2seg.runners.demo import run_panoptic_demo
 
     result = run_panoptic_demo(tmp_path, max_iter=3, num_pictures=2)
     out = Path(result["output"])

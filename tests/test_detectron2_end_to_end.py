@@ -17,7 +17,7 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from d2seg.diagnostics import tiny_mask_rcnn_cfg
+from d2seg.runners.diagnostics import tiny_mask_rcnn_cfg
 
 
 def _make_shapes(root, n=6, size=(96, 128), seed=0):

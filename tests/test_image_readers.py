@@ -29,7 +29,7 @@ def _assert_one_line(error: D2SegError, path) -> None:
 
 def test_compare_reader(tmp_path):
     """compare._read_bgr: a good PNG reads as BGR; each bad file is one error line."""
-    from d2seg.compare import _read_bgr
+    from d2seg.runners.compare import _read_bgr
 
     good = tmp_path / "good.png"
     Image.fromarray(np.array([[[10, 20, 30]]], np.uint8)).save(good)
@@ -59,7 +59,7 @@ def test_demo_panoptic_export_reader(tmp_path, monkeypatch):
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     import d2seg.engine.predict as predict
-    from d2seg.demo import export_panoptic_predictions
+    from d2seg.runners.demo import export_panoptic_predictions
 
     calls = []
     monkeypatch.setattr(predict, "BatchPredictor",

@@ -176,8 +176,8 @@ def _pr_plot(run, section: dict, iou_type: str, out_dir: Path) -> str:
 
     from d2seg.io.files import save_figure_atomic
 
-    by_class = metrics._class_detections(run)
-    counts = run._gt_counts()
+    by_class = metrics.class_detections(run)
+    counts = run.gt_counts()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     colours = plt.get_cmap("tab10")(np.arange(10))
     for k, row in enumerate(r for r in section["per_class"] if r["num_objects"]):

@@ -58,7 +58,8 @@ def pr_curve(scores, true, num_gt: int):
     return recall, precision
 
 
-def _class_detections(run: TideRun):
+def class_detections(run: TideRun):
+    """Per class: the scores of its counted detections and whether each is a true positive."""
     by_class = defaultdict(lambda: ([], []))
     for d in run.detections:
         if d.status != "ignored":
@@ -70,8 +71,8 @@ def _class_detections(run: TideRun):
 
 def per_class(run: TideRun, score_threshold: float = 0.5) -> list[dict]:
     """One row per class (the ground truth's categories, then any other detected class)."""
-    by_class = _class_detections(run)
-    gt_counts = run._gt_counts()
+    by_class = class_detections(run)
+    gt_counts = run.gt_counts()
     errors = defaultdict(lambda: {t: 0 for t in ERROR_TYPES})
     for kind, e in run.errors:
         errors[e.category_id]["missed" if kind == "gt" else e.error] += 1

@@ -110,7 +110,7 @@ class TideRun:
 
     # ---------------------------------------------------------------- AP
 
-    def _gt_counts(self) -> dict:
+    def gt_counts(self) -> dict:
         counts = {}
         for g in self.gts:
             counts[g.category_id] = counts.get(g.category_id, 0) + 1
@@ -138,17 +138,17 @@ class TideRun:
         return points, gt_delta
 
     def ap(self) -> float:
-        return mean_ap(self._base_points(), self._gt_counts())
+        return mean_ap(self._base_points(), self.gt_counts())
 
     def fixed_ap(self, error_type: str) -> float:
         points, delta = self._error_points(error_type)
-        counts = self._gt_counts()
+        counts = self.gt_counts()
         for c, d in delta.items():
             counts[c] = counts.get(c, 0) + d
         return mean_ap(points + self._tp_points(), counts, self._known_classes())
 
     def _known_classes(self):
-        return set(self._gt_counts()) | {c for c, _, _ in self._base_points()}
+        return set(self.gt_counts()) | {c for c, _, _ in self._base_points()}
 
     def main_errors(self) -> dict:
         base = self.ap()
@@ -159,7 +159,7 @@ class TideRun:
         points, _ = self._error_points(None)
         points += self._tp_points()
         perfect_precision = [(c, 1.0 if tp else 0.0, tp) for c, _, tp in points]
-        counts = self._gt_counts()
+        counts = self.gt_counts()
         fn = defaultdict(int)
         for g in self.gts:
             if not g.matched:

@@ -15,7 +15,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from d2seg.errors import D2SegError
-from d2seg.visualize.files import IMAGE_EXTENSIONS, read_image
+from d2seg.io.images import IMAGE_SUFFIXES, read_image
 
 __all__ = ["ImageEntry", "images_from_coco", "images_from_folder", "read_rgb",
            "mask_to_result", "label_map_to_results"]
@@ -54,7 +54,7 @@ def images_from_folder(images_dir) -> list[ImageEntry]:
     images_dir = _check_dir(images_dir)
     entries, seen = [], {}
     for path in sorted(images_dir.iterdir()):
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         m = re.search(r"(\d+)$", path.stem)
         if m is None:
@@ -69,7 +69,7 @@ def images_from_folder(images_dir) -> list[ImageEntry]:
         entries.append(ImageEntry(image_id, path))
     if not entries:
         raise D2SegError("no images in the folder", file=str(images_dir),
-                         hint=f"image files end with one of {', '.join(IMAGE_EXTENSIONS)}")
+                         hint=f"image files end with one of {', '.join(IMAGE_SUFFIXES)}")
     return entries
 
 

@@ -20,7 +20,7 @@ from d2seg.classical.coco_io import (
 )
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json_or_parsed
-from d2seg.visualize.inputs import load_coco, load_results
+from d2seg.io.coco import load_coco, load_results
 
 __all__ = ["grabcut_box", "grabcut_coco"]
 

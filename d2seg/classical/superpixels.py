@@ -18,7 +18,7 @@ from tqdm import tqdm
 from d2seg.errors import D2SegError
 from d2seg.io.files import write_png_atomic
 from d2seg.io.labels import read_label_png
-from d2seg.visualize.files import IMAGE_EXTENSIONS, read_image
+from d2seg.io.images import IMAGE_SUFFIXES, read_image
 
 __all__ = ["METHODS", "superpixel_labels", "vote", "refine_semantic", "refine_folder"]
 
@@ -95,7 +95,7 @@ def refine_semantic(image: np.ndarray, pred: np.ndarray, method: str = "slic",
 
 
 def _image_for(images_dir: Path, stem: str) -> Path:
-    for ext in IMAGE_EXTENSIONS:
+    for ext in IMAGE_SUFFIXES:
         for candidate in (images_dir / f"{stem}{ext}", images_dir / f"{stem}{ext.upper()}"):
             if candidate.exists():
                 return candidate

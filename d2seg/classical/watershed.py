@@ -22,7 +22,7 @@ from d2seg.classical.coco_io import (
 )
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json_or_parsed
-from d2seg.visualize.inputs import load_coco
+from d2seg.io.coco import load_coco
 
 __all__ = ["foreground_mask", "watershed_labels", "watershed_instances", "watershed_folder"]
 

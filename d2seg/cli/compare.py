@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from d2seg.compare import compare, load_comparison, markdown_table
+    from d2seg.runners.compare import compare, load_comparison, markdown_table
     from d2seg.errors import D2SegError
 
     comparison = load_comparison(args.spec)

@@ -204,7 +204,7 @@ def run_stats(args) -> int:
 
 
 def run_show(args) -> int:
-    from d2seg.data.show import render_ground_truth
+    from d2seg.visualize.ground_truth import render_ground_truth
 
     for s in _splits(args):
         _need_images(s)

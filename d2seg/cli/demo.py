@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from d2seg.demo import main_summary, run_instance_demo, run_panoptic_demo
+    from d2seg.runners.demo import main_summary, run_instance_demo, run_panoptic_demo
 
     if "instance" not in args.skip:
         print("== Mask R-CNN on demo_instances ==")

@@ -10,7 +10,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from d2seg import diagnostics
+    from d2seg.runners import diagnostics
 
     found = diagnostics.versions()
     width = max(map(len, [*found, "detectron2 ops", "panoptic PNGs"])) + 2

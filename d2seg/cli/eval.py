@@ -8,7 +8,6 @@ on a dataset first (a panoptic dataset gives PQ, an instance dataset AP).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -110,7 +109,7 @@ def _image_root(args) -> str | None:
 
 def _metadata(name: str):
     from d2seg.data.register import registered_metadata
-    from d2seg.engine.run import register_datasets
+    from d2seg.data.register import register_datasets
 
     register_datasets()
     return registered_metadata(name, where="--dataset")

@@ -36,8 +36,8 @@ def run(args) -> int:
 
     from d2seg.config import load_config
     from d2seg.engine.predict import predict
-    from d2seg.engine.run import register_datasets
-    from d2seg.engine.trainer import prepare_config
+    from d2seg.data.register import register_datasets
+    from d2seg.config.prepare import prepare_config
 
     register_datasets()
     overrides = list(args.opts)

@@ -75,7 +75,7 @@ def run(args) -> int:
         if files:
             raise D2SegError(f"--dataset brings its own images and ground truth; drop {files[0]}",
                              where="d2seg visualize")
-        from d2seg.visualize.datasets import visualize_dataset
+        from d2seg.runners.visualize import visualize_dataset
 
         written = visualize_dataset(args.dataset, args.out, pred=args.pred, pred_dir=args.pred_dir,
                                     config_file=args.config_file, overrides=args.opts,

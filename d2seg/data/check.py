@@ -9,7 +9,6 @@ cleaned copy of the JSON plus a report of every change (the input is never touch
 from __future__ import annotations
 
 import copy
-import json
 import os
 import sys
 from collections import Counter
@@ -26,6 +25,7 @@ from d2seg.io.json import read_json
 from d2seg.io.panoptic import rgb_to_id
 from d2seg.io.rle import polygon_problem, to_rle
 from d2seg.io.files import write_json_atomic
+from d2seg.io.images import IMAGE_SUFFIXES
 
 ERROR, WARNING = "error", "warning"
 
@@ -497,7 +497,6 @@ def check_coco(json_path: str | os.PathLike, image_root: str | os.PathLike, *,
 
 # ----------------------------------------------------------------------------- semantic
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _by_stem(folder: Path, suffixes) -> dict[str, Path]:

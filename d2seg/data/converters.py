@@ -25,7 +25,6 @@ For the mask layouts, the image of ``<stem>.png`` is the file ``<stem>.*`` in ``
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -34,12 +33,12 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from d2seg.data.check import IMAGE_SUFFIXES
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json
 from d2seg.io.labels import read_label_png
 from d2seg.io.rle import encode_mask, to_rle
 from d2seg.io.files import write_json_atomic
+from d2seg.io.images import IMAGE_SUFFIXES
 
 
 def _categories(names) -> list[dict]:

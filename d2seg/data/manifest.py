@@ -322,36 +322,8 @@ def all_manifests() -> list[Manifest]:
     return manifests
 
 
-def register_manifest(manifest: Manifest) -> list[str]:
-    """Register every split into detectron2's catalogs (see ``d2seg.data.register``)."""
-    from d2seg.data import register
-
-    return register.register_manifest(manifest)
-
-
-# manifest file -> the error that kept it from being registered (see register_all)
+# manifest file -> the error that kept it from being registered (see d2seg.data.register.register_datasets)
 BROKEN_MANIFESTS: dict[str, D2SegError] = {}
-
-
-def register_all() -> list[str]:
-    """Register every manifest found into detectron2's catalogs; returns the dataset names.
-
-    Registration is lazy (``d2seg.data.catalog``): it reads each manifest and each JSON's
-    categories (cached), never a whole annotation file. A manifest that cannot be read or
-    registered is set aside in BROKEN_MANIFESTS instead of stopping every command (one bad file
-    in datasets/ must not block work on other datasets); asking for one of its datasets raises
-    its error (d2seg.data.register.registered_metadata), and ``d2seg data list`` shows it.
-    Commands that run no model use ``d2seg.data.catalog`` instead (no torch).
-    """
-    from d2seg.data import catalog
-
-    names = []
-    for manifest in catalog.scan():
-        try:
-            names += register_manifest(manifest)
-        except D2SegError as e:
-            BROKEN_MANIFESTS[str(manifest.path)] = e
-    return names
 
 
 def broken_manifest_for(dataset_name: str) -> D2SegError | None:
@@ -365,15 +337,3 @@ def broken_manifest_for(dataset_name: str) -> D2SegError | None:
         if dataset_name == declared or dataset_name.startswith(declared + "_"):
             return error
     return None
-
-
-def num_classes(dataset_name: str) -> dict:
-    from d2seg.data import register
-
-    return register.num_classes(dataset_name)
-
-
-def check_config_matches_dataset(cfg, dataset_names) -> None:
-    from d2seg.data import register
-
-    register.check_config_matches_dataset(cfg, dataset_names)

@@ -26,7 +26,6 @@ else "polygon": the INPUT.MASK_FORMAT the config needs) and ``d2seg_form`` (the 
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 
 from d2seg.data.manifest import Manifest
 from d2seg.errors import D2SegError
@@ -123,81 +122,23 @@ def registered_metadata(dataset_name: str, where: str = "dataset"):
     return MetadataCatalog.get(dataset_name)
 
 
-def num_classes(dataset_name: str) -> dict:
-    """Class counts a config needs: ``thing`` (ROI_HEADS.NUM_CLASSES), ``stuff`` (stuff
-    categories), ``sem_seg_head`` (SEM_SEG_HEAD.NUM_CLASSES, None when there is no semantic task).
-    """
-    meta = registered_metadata(dataset_name)
-    form = meta.get("d2seg_form")
-    things = len(meta.get("thing_classes", []) or [])
-    stuff_classes = meta.get("stuff_classes", []) or []
-    if form == "panoptic":  # standard form: one index over all categories
-        stuff = len(meta.stuff_dataset_id_to_contiguous_id)
-        things = len(meta.thing_dataset_id_to_contiguous_id)
-        return {"thing": things, "stuff": stuff, "sem_seg_head": len(stuff_classes)}
-    if form in ("panoptic_separated", "stuffonly") or (
-            form is None and meta.get("stuff_dataset_id_to_contiguous_id", {}).get(0) == 0
-            and meta.get("evaluator_type") == "coco_panoptic_seg"):
-        return {"thing": things if form != "stuffonly" else 0, "stuff": len(stuff_classes) - 1,
-                "sem_seg_head": len(stuff_classes)}
-    if form == "sem_seg" or (form is None and meta.get("evaluator_type") == "sem_seg"):
-        return {"thing": 0, "stuff": len(stuff_classes), "sem_seg_head": len(stuff_classes)}
-    return {"thing": things, "stuff": 0, "sem_seg_head": None}
+def register_datasets() -> list[str]:
+    """Register every manifest found into detectron2's catalogs; returns the dataset names.
 
-
-def check_config_matches_dataset(cfg, dataset_names) -> None:
-    """Raise D2SegError when the config's class counts, ignore value or mask format do not fit
-    the datasets (all of which must agree with each other). Call before building the model.
+    Registration is lazy (``d2seg.data.catalog``): it reads each manifest and each JSON's
+    categories (cached), never a whole annotation file. A manifest that cannot be read or
+    registered is set aside in BROKEN_MANIFESTS instead of stopping every command (one bad file
+    in datasets/ must not block work on other datasets); asking for one of its datasets raises
+    its error (d2seg.data.register.registered_metadata), and ``d2seg data list`` shows it.
+    Commands that run no model use ``d2seg.data.catalog`` instead (no torch).
     """
-    names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
-    if not names:
-        return
-    counts = {n: num_classes(n) for n in names}
-    first = names[0]
-    for n in names[1:]:
-        if counts[n] != counts[first] or registered_metadata(n).get("thing_classes") != registered_metadata(first).get("thing_classes"):
-            raise D2SegError(f"datasets '{first}' and '{n}' have different classes "
-                             f"({counts[first]} vs {counts[n]})", where="DATASETS",
-                             hint="train and test on datasets with the same categories")
-    need = counts[first]
-    arch = cfg.MODEL.META_ARCHITECTURE
-    uses_roi = arch in ("GeneralizedRCNN", "PanopticFPN")
-    uses_sem = arch in ("SemanticSegmentor", "PanopticFPN")
-    forms = {n: registered_metadata(n).get("d2seg_form") for n in names}
-    if arch == "PanopticFPN":
-        wrong = [n for n, f in forms.items() if f in ("panoptic", "instances", "sem_seg", "stuffonly")]
-        if wrong:
-            raise D2SegError(f"PanopticFPN trains on the separated panoptic form, not '{wrong[0]}'",
-                             where="DATASETS", hint=f"use '{wrong[0]}_separated'"
-                             if forms[wrong[0]] == "panoptic" else "use a coco_panoptic manifest")
-    if uses_roi:
-        if need["thing"] == 0:
-            raise D2SegError(f"{arch} needs thing classes; dataset '{first}' has none",
-                             where="MODEL.META_ARCHITECTURE", hint="use SemanticSegmentor")
-        if cfg.MODEL.ROI_HEADS.NUM_CLASSES != need["thing"]:
-            raise D2SegError(f"is {cfg.MODEL.ROI_HEADS.NUM_CLASSES} but dataset '{first}' has "
-                             f"{need['thing']} thing classes", where="MODEL.ROI_HEADS.NUM_CLASSES",
-                             hint=f"set it to {need['thing']}")
-    if arch == "RetinaNet" and cfg.MODEL.RETINANET.NUM_CLASSES != need["thing"]:
-        raise D2SegError(f"is {cfg.MODEL.RETINANET.NUM_CLASSES} but dataset '{first}' has "
-                         f"{need['thing']} thing classes", where="MODEL.RETINANET.NUM_CLASSES",
-                         hint=f"set it to {need['thing']}")
-    if uses_sem:
-        if need["sem_seg_head"] is None:
-            raise D2SegError(f"{arch} needs semantic labels; dataset '{first}' has none",
-                             where="MODEL.META_ARCHITECTURE")
-        if cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES != need["sem_seg_head"]:
-            extra = " (stuff classes + 1 for 'things')" if arch == "PanopticFPN" else ""
-            raise D2SegError(f"is {cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES} but dataset '{first}' needs "
-                             f"{need['sem_seg_head']}{extra}", where="MODEL.SEM_SEG_HEAD.NUM_CLASSES",
-                             hint=f"set it to {need['sem_seg_head']}")
-        ignore = registered_metadata(first).get("ignore_label", 255)
-        if cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE != ignore:
-            raise D2SegError(f"is {cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE} but dataset '{first}' "
-                             f"ignores label {ignore}", where="MODEL.SEM_SEG_HEAD.IGNORE_VALUE",
-                             hint=f"set it to {ignore}")
-    if cfg.MODEL.MASK_ON and cfg.INPUT.MASK_FORMAT == "polygon":
-        rle = [n for n in names if registered_metadata(n).get("mask_format") == "bitmask"]
-        if rle:
-            raise D2SegError(f"is 'polygon' but dataset '{rle[0]}' has RLE masks",
-                             where="INPUT.MASK_FORMAT", hint="set it to 'bitmask'")
+    from d2seg.data import catalog
+    from d2seg.data.manifest import BROKEN_MANIFESTS
+
+    names = []
+    for manifest in catalog.scan():
+        try:
+            names += register_manifest(manifest)
+        except D2SegError as e:
+            BROKEN_MANIFESTS[str(manifest.path)] = e
+    return names

@@ -16,6 +16,7 @@ from detectron2.utils import comm
 from torch import nn
 from tqdm import tqdm
 
+from d2seg.config.prepare import LOSS_PREFIX
 from d2seg.errors import D2SegError
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,6 @@ class EvalHook(hooks.EvalHook):
 
 # -- validation loss ------------------------------------------------------------------------
 
-LOSS_PREFIX = "val_"  # val_total_loss, val_loss_cls, ...
 
 
 @contextlib.contextmanager

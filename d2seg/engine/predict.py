@@ -20,11 +20,11 @@ import numpy as np
 from pycocotools import mask as mask_util
 from tqdm import tqdm
 
-from d2seg.io.images import read_image
+from d2seg.io.images import IMAGE_SUFFIXES, read_image
 from d2seg.errors import D2SegError
 from d2seg.io.files import UniqueNames, open_temporary_beside, write_png_atomic
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_EXTS = set(IMAGE_SUFFIXES)
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 

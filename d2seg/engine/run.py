@@ -11,17 +11,12 @@ from detectron2.utils.logger import setup_logger
 
 from d2seg.config import load_config
 from d2seg.engine.launch import init_from_env
-from d2seg.engine.trainer import Trainer, prepare_config
+from d2seg.config.prepare import prepare_config
+from d2seg.data.register import register_datasets
+from d2seg.engine.trainer import Trainer
 from d2seg.errors import D2SegError
 from d2seg.io.files import write_json_atomic, write_text_atomic
 from d2seg.modeling.checkpoint import D2SegCheckpointer
-
-
-def register_datasets() -> list[str]:
-    """Register every dataset manifest d2seg can find (repo datasets/, $D2SEG_DATASETS)."""
-    from d2seg.data.manifest import register_all
-
-    return register_all()
 
 
 def setup(config_file=None, overrides=(), output_dir=None, seed=None):

@@ -13,8 +13,7 @@ import os
 import re
 import weakref
 
-from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import (
     DatasetEvaluators,
@@ -31,7 +30,8 @@ from d2seg.engine.checkpoint import (
     preserved_rng_states,
     restore_rng_states,
 )
-from d2seg.engine.hooks import LOSS_PREFIX, BestCheckpointer, EvalHook, ProgressBar, ValidationLoss
+from d2seg.config.prepare import metric_period
+from d2seg.engine.hooks import BestCheckpointer, EvalHook, ProgressBar, ValidationLoss
 from d2seg.engine.sampler import ResumableTrainLoader
 from d2seg.errors import D2SegError
 from d2seg.evaluation.evaluator import CocoEvaluator, SemSegReportEvaluator
@@ -39,143 +39,7 @@ from d2seg.evaluation.panoptic_evaluator import PanopticEvaluator
 
 logger = logging.getLogger(__name__)
 
-ON_DIVERGENCE = ("stop", "recover")
 PERIODIC_CHECKPOINT = re.compile(r"model_\d{7}\.pth")  # PeriodicCheckpointer's (and Ctrl-C's) names
-
-
-def _load_class_metadata(names) -> None:
-    """detectron2's own COCO registration fills thing_classes only when the data is first
-    loaded; load such datasets now so their classes can be checked before training."""
-    for name in names:
-        meta = MetadataCatalog.get(name)
-        if (name in DatasetCatalog.list() and meta.get("thing_classes", None) is None
-                and meta.get("stuff_classes", None) is None):
-            DatasetCatalog.get(name)
-
-
-def prepare_config(cfg: CfgNode) -> CfgNode:
-    """Resolve the device, fill class counts and the mask format from the training data, and
-    refuse a config that contradicts the data (d2seg.data.register does the comparison)."""
-    import torch
-
-    from d2seg.data.register import check_config_matches_dataset, num_classes
-
-    cfg = cfg.clone()
-    cfg.defrost()
-    if cfg.MODEL.DEVICE == "auto":
-        cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-    elif cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise D2SegError("MODEL.DEVICE is cuda but no CUDA device is available", where="MODEL.DEVICE",
-                         hint="set MODEL.DEVICE cpu (or auto)")
-    if cfg.D2SEG.AMP == "auto":
-        cfg.SOLVER.AMP.ENABLED = cfg.MODEL.DEVICE.startswith("cuda")
-    # classes come from the training data, else (evaluation only) from the test data
-    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
-    if not names:
-        raise D2SegError("no dataset", where="DATASETS.TRAIN",
-                         hint="set DATASETS.TRAIN (and DATASETS.TEST) to registered datasets, "
-                              "e.g. demo_instances_train")
-    _load_class_metadata(names)
-    if cfg.D2SEG.CLASSES_FROM_DATA:
-        need = num_classes(names[0])
-        for key, value in (("ROI_HEADS", need["thing"]), ("RETINANET", need["thing"]),
-                           ("SEM_SEG_HEAD", need["sem_seg_head"])):
-            if value and cfg.MODEL[key].NUM_CLASSES == 0:
-                cfg.MODEL[key].NUM_CLASSES = value
-        mask_format = MetadataCatalog.get(names[0]).get("mask_format", None)
-        if mask_format and cfg.MODEL.MASK_ON:
-            cfg.INPUT.MASK_FORMAT = mask_format
-    check_config_matches_dataset(cfg, names)
-    _check_divergence_keys(cfg)
-    _check_validation_keys(cfg)
-    return cfg
-
-
-def _check_divergence_keys(cfg: CfgNode) -> None:
-    if cfg.D2SEG.ON_DIVERGENCE not in ON_DIVERGENCE:
-        raise D2SegError(f"unknown value {cfg.D2SEG.ON_DIVERGENCE!r}", where="D2SEG.ON_DIVERGENCE",
-                         hint="use stop (end training with an error) or recover (reload the "
-                              "last good checkpoint with a lower learning rate)")
-    if not 0 < cfg.D2SEG.RECOVER_LR_FACTOR < 1:
-        raise D2SegError(f"{cfg.D2SEG.RECOVER_LR_FACTOR} is not between 0 and 1 (exclusive)",
-                         where="D2SEG.RECOVER_LR_FACTOR",
-                         hint="the learning rate is multiplied by it on each recovery, e.g. 0.5")
-    if cfg.D2SEG.RECOVER_MAX_TIMES < 0:
-        raise D2SegError(f"{cfg.D2SEG.RECOVER_MAX_TIMES} is negative",
-                         where="D2SEG.RECOVER_MAX_TIMES", hint="use 0 or more, e.g. 3")
-
-
-def _metric_tasks(cfg: CfgNode) -> tuple[str, ...]:
-    """The prefixes of the metrics the evaluators of DATASETS.TEST[0] produce (bbox/AP, ...)."""
-    meta = MetadataCatalog.get(cfg.DATASETS.TEST[0])
-    kind = meta.get("evaluator_type", "coco")
-    if kind == "coco":
-        return ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
-    if kind == "sem_seg":
-        return ("sem_seg",)
-    if kind == "coco_panoptic_seg":
-        return ("panoptic_seg", "bbox", "segm") if meta.get("json_file", None) else ("panoptic_seg",)
-    return ()
-
-
-def _check_validation_keys(cfg: CfgNode) -> None:
-    """TEST.VAL_LOSS_*, D2SEG.BEST_MODE and D2SEG.EARLY_STOP.*: one error line naming the key."""
-    for key in ("VAL_LOSS_PERIOD", "VAL_LOSS_MAX_IMAGES"):
-        if cfg.TEST[key] < 0:
-            raise D2SegError(f"{cfg.TEST[key]} is negative", where=f"TEST.{key}",
-                             hint="use 0 (off / all images) or more")
-    if cfg.TEST.VAL_LOSS_PERIOD > 0 and not cfg.DATASETS.TEST:
-        raise D2SegError("the validation loss is computed on DATASETS.TEST[0], which is empty",
-                         where="TEST.VAL_LOSS_PERIOD",
-                         hint="set DATASETS.TEST to a labelled split, or TEST.VAL_LOSS_PERIOD 0")
-    if cfg.D2SEG.BEST_MODE not in ("max", "min"):
-        raise D2SegError(f"unknown value {cfg.D2SEG.BEST_MODE!r}", where="D2SEG.BEST_MODE",
-                         hint="use max (higher is better, e.g. segm/AP) or min (e.g. val_total_loss)")
-    stop = cfg.D2SEG.EARLY_STOP
-    if stop.PATIENCE < 0:
-        raise D2SegError(f"{stop.PATIENCE} is negative", where="D2SEG.EARLY_STOP.PATIENCE",
-                         hint="use 0 (off) or the number of evaluations without improvement "
-                              "after which training stops, e.g. 5")
-    if stop.MIN_DELTA < 0:
-        raise D2SegError(f"{stop.MIN_DELTA} is negative", where="D2SEG.EARLY_STOP.MIN_DELTA",
-                         hint="use 0 or the least change that counts as an improvement")
-    metric = cfg.D2SEG.BEST_METRIC
-    if metric.startswith(LOSS_PREFIX) and cfg.TEST.VAL_LOSS_PERIOD <= 0:
-        raise D2SegError(f"{metric} is a validation loss, but TEST.VAL_LOSS_PERIOD is 0",
-                         where="D2SEG.BEST_METRIC",
-                         hint="set TEST.VAL_LOSS_PERIOD (and D2SEG.BEST_MODE min)")
-    if stop.PATIENCE == 0:
-        return
-    if not metric:
-        raise D2SegError("early stopping follows D2SEG.BEST_METRIC, which is empty",
-                         where="D2SEG.EARLY_STOP.PATIENCE",
-                         hint="set D2SEG.BEST_METRIC (e.g. segm/AP, or val_total_loss with "
-                              "D2SEG.BEST_MODE min), or D2SEG.EARLY_STOP.PATIENCE 0")
-    if not cfg.DATASETS.TEST or _metric_period(cfg) <= 0:
-        source = "TEST.VAL_LOSS_PERIOD" if metric.startswith(LOSS_PREFIX) else "TEST.EVAL_PERIOD"
-        raise D2SegError(f"early stopping needs evaluations during training, but "
-                         f"{'DATASETS.TEST is empty' if not cfg.DATASETS.TEST else source + ' is 0'}",
-                         where="D2SEG.EARLY_STOP.PATIENCE",
-                         hint=f"set DATASETS.TEST and {source}, or D2SEG.EARLY_STOP.PATIENCE 0")
-    if not metric.startswith(LOSS_PREFIX):
-        tasks = _metric_tasks(cfg)
-        task = metric.split("/", 1)[0] if "/" in metric else ""
-        if tasks and task not in tasks:
-            example = {"sem_seg": "sem_seg/mIoU", "panoptic_seg": "panoptic_seg/PQ"}.get(
-                tasks[0], tasks[-1] + "/AP")
-            reports = ", ".join(t + "/..." for t in tasks)
-            raise D2SegError(f"unknown metric {metric!r}: the evaluation of "
-                             f"{cfg.DATASETS.TEST[0]} reports {reports}", where="D2SEG.BEST_METRIC",
-                             hint=f"e.g. {example}, or val_total_loss (with "
-                                  "TEST.VAL_LOSS_PERIOD and D2SEG.BEST_MODE min)")
-
-
-def _metric_period(cfg: CfgNode) -> int:
-    """How often D2SEG.BEST_METRIC is produced: a validation loss by TEST.VAL_LOSS_PERIOD,
-    other metrics by the evaluation (TEST.EVAL_PERIOD)."""
-    if cfg.D2SEG.BEST_METRIC.startswith(LOSS_PREFIX):
-        return cfg.TEST.VAL_LOSS_PERIOD
-    return cfg.TEST.EVAL_PERIOD
 
 
 class Trainer(DefaultTrainer):
@@ -485,9 +349,9 @@ class Trainer(DefaultTrainer):
         if cfg.TEST.VAL_LOSS_PERIOD > 0 and cfg.DATASETS.TEST:
             after.append(ValidationLoss(cfg, cfg.TEST.VAL_LOSS_PERIOD, cfg.DATASETS.TEST[0],
                                         cfg.TEST.VAL_LOSS_MAX_IMAGES))
-        if cfg.D2SEG.BEST_METRIC and _metric_period(cfg) > 0 and cfg.DATASETS.TEST:
+        if cfg.D2SEG.BEST_METRIC and metric_period(cfg) > 0 and cfg.DATASETS.TEST:
             after.append(BestCheckpointer(
-                _metric_period(cfg), self.checkpointer, cfg.D2SEG.BEST_METRIC,
+                metric_period(cfg), self.checkpointer, cfg.D2SEG.BEST_METRIC,
                 cfg.D2SEG.BEST_MODE, patience=cfg.D2SEG.EARLY_STOP.PATIENCE,
                 min_delta=cfg.D2SEG.EARLY_STOP.MIN_DELTA))
         # detectron2 saves the periodic checkpoint before evaluating; d2seg saves it after the

@@ -28,6 +28,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from d2seg.errors import D2SegError
 
+#: File suffixes d2seg takes for images when it lists a folder (lower case).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
 #: PIL modes holding more than 8 bits per sample in one channel, scaled with ``>> 8``.
 _WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 

@@ -17,7 +17,6 @@ took, thing and unknown values (VOID, e.g. 0 or 255) never do.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 """The fast OpenCV renderer: instances, panoptic and semantic maps, layouts, whole folders and
-registered datasets (``visualize_dataset``: ground truth beside a results JSON or a model).
+registered datasets (``visualize_dataset``: ground truth beside a results JSON, or beside a
+model given by ``d2seg.runners.visualize``).
 
 Import-light: OpenCV and pycocotools load with this package; torch and detectron2 are only
 touched when their objects are passed in.

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -30,9 +29,9 @@ from d2seg.io.rle import to_rle
 from d2seg.io.files import write_png_atomic
 from d2seg.io.panoptic_png import read_panoptic_png
 from d2seg.visualize.colours import class_colors
-from d2seg.visualize.files import _load_panoptic_json, _panoptic_dir
+from d2seg.visualize.files import load_panoptic_json, panoptic_dir
 from d2seg.visualize.inputs import (
-    InstanceSet, annotations_to_instances, group_by_image, instances_from_detectron2,
+    InstanceSet, annotations_to_instances, group_by_image,
     results_to_instances,
 )
 from d2seg.visualize.render import draw_instances, draw_panoptic, draw_semantic, side_by_side
@@ -51,7 +50,7 @@ def lookup_dataset(name: str, *, register: bool = True):
     from d2seg.data.register import registered_metadata
 
     if register:
-        from d2seg.engine.run import register_datasets
+        from d2seg.data.register import register_datasets
 
         register_datasets()
     meta = registered_metadata(name, where="--dataset")
@@ -194,15 +193,15 @@ class FilePredictions:
     """Predictions read from a file, drawn per record (instance, panoptic or semantic results)."""
 
     def __init__(self, source, meta, records, space: ClassSpace, pred_dir=None):
-        from d2seg.visualize.inputs import load_results
+        from d2seg.io.coco import load_results
 
         data = read_json_or_parsed(source, "predictions file")
         self.source, self.space = source, space
         self._names = dataset_id_names(meta)
         if isinstance(data, Mapping) and "annotations" in data:  # COCO panoptic predictions
             self.kind = "panoptic"
-            data = _load_panoptic_json(data, "panoptic predictions")
-            self.folder = _panoptic_dir(source, pred_dir)
+            data = load_panoptic_json(data, "panoptic predictions")
+            self.folder = panoptic_dir(source, pred_dir)
             for c in data.get("categories", []):  # the dataset's own names take precedence
                 if isinstance(c, Mapping) and "id" in c and "name" in c:
                     self._names.setdefault(int(c["id"]), c["name"])
@@ -241,7 +240,7 @@ class FilePredictions:
             found = results_to_instances(self.by_image.get(image_id, []), image.shape[:2],
                                          where=f"image {image_id}")
             found.classes = [self._class(c, True) for c in found.classes]
-            return _draw_found(image, found, self.space, score_thresh, alpha)
+            return draw_found(image, found, self.space, score_thresh, alpha)
         if self.kind == "panoptic":
             ann = self.by_image.get(image_id)
             pan, segments = np.zeros(image.shape[:2], np.int64), []
@@ -275,79 +274,10 @@ def _name(source):
     return str(source) if isinstance(source, (str, Path)) else None
 
 
-def _draw_found(image, found: InstanceSet, space: ClassSpace, score_thresh: float, alpha: float):
+def draw_found(image, found: InstanceSet, space: ClassSpace, score_thresh: float, alpha: float):
     shown = found.above(score_thresh)
     return (draw_instances(image, **shown.draw_kwargs(), **space.style(), alpha=alpha),
             f"prediction ({len(shown)}, score >= {score_thresh:g})")
-
-
-# ---------------------------------------------------------------------------------------------
-# predictions: a model
-
-
-def _model_dataset(name: str, meta) -> str:
-    """The dataset whose classes a model for ``name`` was trained on: a standard panoptic
-    dataset's models train on its ``_separated`` form (Panoptic FPN)."""
-    from detectron2.data import DatasetCatalog
-
-    if meta.get("d2seg_form", None) == "panoptic" and f"{name}_separated" in DatasetCatalog.list():
-        return f"{name}_separated"
-    return name
-
-
-def model_config(name: str, meta, cfg):
-    """``cfg`` made ready to predict on dataset ``name`` (class counts filled in from its data,
-    checked against it)."""
-    from d2seg.engine.trainer import prepare_config
-
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.DATASETS.TRAIN = (_model_dataset(name, meta),)
-    cfg.DATASETS.TEST = ()
-    return prepare_config(cfg)
-
-
-class ModelPredictions:
-    """A model run on the dataset's images (``d2seg.engine.predict.BatchPredictor``)."""
-
-    def __init__(self, cfg, weights, space: ClassSpace, display_kind: str | None):
-        from detectron2.data import MetadataCatalog
-
-        from d2seg.engine.predict import BatchPredictor
-
-        weights = weights or cfg.MODEL.WEIGHTS
-        if not weights or str(weights).startswith("imagenet:"):
-            raise D2SegError(f"no trained weights (MODEL.WEIGHTS is {weights!r})",
-                             hint="pass --weights model_final.pth (or MODEL.WEIGHTS FILE)")
-        self.predictor = BatchPredictor(cfg, weights)
-        meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
-        self.space, self.display_kind = space, display_kind
-        self.things = space.table(meta.get("thing_classes", None) or [])
-        self.stuff = space.table(meta.get("stuff_classes", None) or [])
-
-    def __call__(self, images):
-        return self.predictor(images)
-
-    def draw(self, image, output, *, score_thresh: float, alpha: float, ignore_label: int):
-        kind = self.display_kind
-        if "panoptic_seg" in output and (kind == "panoptic" or "instances" not in output):
-            pan, segments_info = output["panoptic_seg"]
-            segments = []
-            for s in segments_info:
-                thing = bool(s.get("isthing", False))
-                table = self.things if thing else self.stuff
-                segments.append(dict(s, isthing=thing,
-                                     category_id=int(table[int(s["category_id"])])))
-            return (draw_panoptic(image, pan.cpu().numpy(), segments, self.space.names,
-                                  self.space.isthing, self.space.colors, alpha),
-                    f"prediction ({len(segments)} segments)")
-        if "sem_seg" in output and (kind == "semantic" or "instances" not in output):
-            labels = self.stuff[output["sem_seg"].argmax(dim=0).cpu().numpy()]
-            return (draw_semantic(image, labels, self.space.names, self.space.colors,
-                                  ignore_label, alpha), "prediction")
-        found = instances_from_detectron2(output["instances"].to("cpu"))
-        found.classes = [int(self.things[c]) for c in found.classes]
-        return _draw_found(image, found, self.space, score_thresh, alpha)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,22 +299,24 @@ def _output_names(records) -> list[str]:
             for i, (s, r) in enumerate(zip(stems, records))]
 
 
-def visualize_dataset(name: str, out_dir, *, pred=None, pred_dir=None, config_file=None,
-                      overrides=(), cfg=None, weights=None, n: int | None = None,
-                      score_thresh: float = 0.5, alpha: float = 0.5, batch_size: int = 2,
-                      progress: bool | None = None, register: bool = True) -> list[Path]:
+def visualize_dataset(name: str, out_dir, *, pred=None, pred_dir=None, model=None,
+                      n: int | None = None, score_thresh: float = 0.5, alpha: float = 0.5,
+                      batch_size: int = 2, progress: bool | None = None,
+                      register: bool = True) -> list[Path]:
     """Write ``<out_dir>/<image stem>.png`` for each image of a registered dataset.
 
     Left: its ground truth (instances, panoptic map or label map, whichever the dataset holds).
     Right, when asked: predictions from ``pred`` (a results JSON, path or loaded; a panoptic
-    JSON's PNGs are in ``pred_dir``, default the JSON's path without ``.json``), or from a model
-    (``config_file`` + ``overrides`` or a ready ``cfg``, and ``weights``, default its
-    MODEL.WEIGHTS). ``n`` keeps the first N images by image id. ``register`` first registers
-    every manifest d2seg finds (``d2seg.engine.run.register_datasets``).
+    JSON's PNGs are in ``pred_dir``, default the JSON's path without ``.json``), or from
+    ``model``: a callable ``model(meta, space, kind)`` returning a prediction source with
+    ``source(images) -> outputs`` and ``source.draw(image, output, **style) -> (picture, title)``
+    (``d2seg.runners.visualize`` builds one from a config and weights). ``n`` keeps the first N
+    images by image id. ``register`` first registers every manifest d2seg finds
+    (``d2seg.data.register.register_datasets``).
     """
     if n is not None and n < 1:
         raise D2SegError(f"n must be at least 1, got {n}")
-    model_given = cfg is not None or config_file is not None or weights is not None
+    model_given = model is not None
     if pred is not None and model_given:
         raise D2SegError("predictions from a file and from a model: give one",
                          hint="--pred RESULTS.json, or --config-file CFG --weights FILE")
@@ -403,20 +335,13 @@ def visualize_dataset(name: str, out_dir, *, pred=None, pred_dir=None, config_fi
     if pred is not None:
         source = FilePredictions(pred, meta, records, space, pred_dir)
     elif model_given:
-        if cfg is None:
-            if config_file is None:
-                raise D2SegError("a model needs its config", hint="pass --config-file")
-            from d2seg.config import load_config
-
-            cfg = load_config(config_file, list(overrides))
-        source = ModelPredictions(model_config(name, meta, cfg), weights, space, kind)
+        source = model(meta, space, kind)
     if n is not None:
         records = records[:n]
 
     out_dir = Path(out_dir)
     names = _output_names(records)
-    model = isinstance(source, ModelPredictions)
-    step = max(1, int(batch_size)) if model else 1
+    step = max(1, int(batch_size)) if model_given else 1
     style = {"score_thresh": score_thresh, "alpha": alpha, "ignore_label": ignore}
     written = []
     with tqdm(total=len(records), desc=f"visualize {name}", unit="img",
@@ -424,7 +349,7 @@ def visualize_dataset(name: str, out_dir, *, pred=None, pred_dir=None, config_fi
         for start in range(0, len(records), step):
             chunk = records[start:start + step]
             images = [_read_image(r["file_name"]) for r in chunk]
-            outputs = source(images) if model else [None] * len(chunk)
+            outputs = source(images) if model_given else [None] * len(chunk)
             for record, image, output, out_name in zip(chunk, images, outputs,
                                                        names[start:start + step]):
                 _check_image_size(image, record)
@@ -433,7 +358,7 @@ def visualize_dataset(name: str, out_dir, *, pred=None, pred_dir=None, config_fi
                     panels.append(draw_ground_truth(image, record, kind, space, alpha=alpha,
                                                     ignore_label=ignore))
                 if source is not None:
-                    panels.append(source.draw(image, output if model else record, **style))
+                    panels.append(source.draw(image, output if model_given else record, **style))
                 picture = side_by_side([p for p, _ in panels], [t for _, t in panels])
                 written.append(write_png_atomic(out_dir / out_name, picture))
                 bar.update(1)

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json_or_parsed
 from d2seg.io.files import write_png_atomic
+from d2seg.io.images import IMAGE_SUFFIXES
 from d2seg.io.panoptic_png import read_panoptic_png
 from d2seg.visualize.colours import class_colors
 from d2seg.visualize.inputs import (
@@ -24,7 +25,6 @@ from d2seg.visualize.inputs import (
 )
 from d2seg.visualize.render import draw_instances, draw_panoptic, side_by_side
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def read_image(path: Path, missing_hint: str = "check --images points at the folder holding "
@@ -56,7 +56,7 @@ def _images_by_trailing_id(images_dir: Path) -> dict[int, Path]:
     """Image files named like COCO's (``..._000000000042.jpg``) keyed by that number."""
     found = {}
     for p in sorted(images_dir.iterdir()) if images_dir.is_dir() else []:
-        if p.suffix.lower() in IMAGE_EXTENSIONS and (n := _trailing_number(p.stem)) is not None:
+        if p.suffix.lower() in IMAGE_SUFFIXES and (n := _trailing_number(p.stem)) is not None:
             found.setdefault(n, p)
     return found
 
@@ -153,7 +153,8 @@ def visualize_coco(images_dir, out_dir, gt=None, pred=None, *, n: int | None = N
     return written
 
 
-def _load_panoptic_json(source, what: str) -> dict:
+def load_panoptic_json(source, what: str) -> dict:
+    """A COCO panoptic JSON (path or loaded); one line when it has no annotations list."""
     data = read_json_or_parsed(source, what)
     if not isinstance(data, Mapping) or "annotations" not in data:
         raise D2SegError("not a COCO panoptic JSON (no 'annotations' list)",
@@ -161,7 +162,8 @@ def _load_panoptic_json(source, what: str) -> dict:
     return data
 
 
-def _panoptic_dir(json_path, given) -> Path:
+def panoptic_dir(json_path, given) -> Path:
+    """The PNG folder of a panoptic JSON: ``given``, else the JSON's path without ``.json``."""
     if given is not None:
         folder = Path(given)
     elif isinstance(json_path, (str, Path)):
@@ -176,7 +178,7 @@ def _panoptic_dir(json_path, given) -> Path:
 
 def _find_image_for(images_dir: Path, png_name: str) -> Path:
     stem = Path(png_name).stem
-    for ext in IMAGE_EXTENSIONS:
+    for ext in IMAGE_SUFFIXES:
         if (p := images_dir / f"{stem}{ext}").exists():
             return p
     raise D2SegError(f"no image named {stem}.* for {png_name}", file=str(images_dir),
@@ -199,8 +201,8 @@ def visualize_panoptic(images_dir, out_dir, gt_json=None, gt_dir=None, pred_json
     for title, js, folder in (("ground truth", gt_json, gt_dir),
                               ("prediction", pred_json, pred_dir)):
         if js is not None:
-            data = _load_panoptic_json(js, f"{title} panoptic JSON")
-            sides.append((title, data, _panoptic_dir(js, folder),
+            data = load_panoptic_json(js, f"{title} panoptic JSON")
+            sides.append((title, data, panoptic_dir(js, folder),
                           {a["image_id"]: a for a in data["annotations"]}))
     if categories is None:
         categories = next((d["categories"] for _, d, _, _ in sides if d.get("categories")), None)

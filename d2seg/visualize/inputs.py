@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from d2seg.errors import D2SegError
-from d2seg.io.json import read_json_or_parsed
+from d2seg.io.coco import load_coco
 from d2seg.io.rle import to_rle
 
 
@@ -46,39 +45,6 @@ def _xywh_to_xyxy(boxes) -> np.ndarray:
     b = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
     b[:, 2:] += b[:, :2]
     return b
-
-
-def _name(source) -> str | None:
-    return str(source) if isinstance(source, (str, Path)) else None
-
-
-def _require_keys(entries, keys: tuple[str, ...], what: str, source) -> None:
-    for i, e in enumerate(entries):
-        missing = [k for k in keys if not isinstance(e, Mapping) or k not in e]
-        if missing:
-            raise D2SegError(f"no {', '.join(repr(k) for k in missing)}", file=_name(source),
-                             where=f"{what} {i}")
-
-
-def load_coco(source) -> dict:
-    """A COCO instances JSON (path or dict), checked for the keys drawing needs."""
-    coco = read_json_or_parsed(source, "COCO annotation file")
-    if not isinstance(coco, Mapping) or not isinstance(coco.get("images"), list):
-        raise D2SegError("not a COCO annotation file (no 'images' list)", file=_name(source))
-    _require_keys(coco["images"], ("id", "file_name", "height", "width"), "images", source)
-    _require_keys(coco.get("annotations", []), ("image_id", "category_id"), "annotations", source)
-    _require_keys(coco.get("categories", []), ("id",), "categories", source)
-    return coco
-
-
-def load_results(source) -> list:
-    """A COCO results JSON (path or list): a list of detections with image_id and category_id."""
-    results = read_json_or_parsed(source, "results file")
-    if not isinstance(results, list):
-        raise D2SegError("a COCO results file is a JSON list of detections", file=_name(source),
-                         hint="the format written by COCOEvaluator / d2seg predict")
-    _require_keys(results, ("image_id", "category_id"), "detection", source)
-    return results
 
 
 def _image_size(coco: Mapping, image_id) -> tuple[int, int]:

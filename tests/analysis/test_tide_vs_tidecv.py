@@ -86,7 +86,7 @@ def test_demo_val_predictions(tmp_path, tidecv_reference, scenes):
     also the analysis the run itself wrote (run_report, at the end of training) equals tidecv."""
     from detectron2.data import MetadataCatalog
 
-    from d2seg.demo import run_instance_demo
+    from d2seg.runners.demo import run_instance_demo
 
     result = run_instance_demo(tmp_path, max_iter=3, num_pictures=0,
                                overrides=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])

@@ -123,7 +123,7 @@ def test_lock_command_writes_what_check_accepts(tmp_path):
 
 
 def test_doctor_says_whether_the_environment_is_as_locked(tmp_path, monkeypatch):
-    from d2seg import diagnostics
+    from d2seg.runners import diagnostics
 
     path = tmp_path / "lock.txt"
     path.write_text(lock.lock_text(lock.installed_versions()))

@@ -24,7 +24,7 @@ def test_panoptic_fpn_trains_a_few_iterations_on_the_demo(tmp_path, monkeypatch)
     from detectron2.data import MetadataCatalog
     from detectron2.engine import DefaultTrainer
 
-    from d2seg.diagnostics import tiny_mask_rcnn_cfg
+    from d2seg.runners.diagnostics import tiny_mask_rcnn_cfg
 
     monkeypatch.setenv("D2SEG_CACHE", str(tmp_path / "cache"))
     demo = generate_demo(tmp_path / "demo", splits={"train": 8})

@@ -138,7 +138,7 @@ def test_semantic_form_matches_files_on_disk(registered):
 
 
 def test_config_mismatches_are_clear_errors(registered):
-    from d2seg.diagnostics import tiny_mask_rcnn_cfg
+    from d2seg.runners.diagnostics import tiny_mask_rcnn_cfg
 
     inst = registered["coco_instances"][1]
     pan = registered["coco_panoptic"][0].name

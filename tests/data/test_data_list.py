@@ -11,11 +11,11 @@ from d2seg.cli.main import main
 def test_data_list_matches_the_catalog(capsys):
     from detectron2.data import MetadataCatalog
 
-    from d2seg.data.manifest import register_all
+    from d2seg.data.register import register_datasets
 
     assert main(["data", "list"]) == 0
     lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
-    for name in register_all():
+    for name in register_datasets():
         meta = MetadataCatalog.get(name)
         classes = meta.get("thing_classes", None) or meta.get("stuff_classes", None)
         assert lines[name][1] == meta.evaluator_type
@@ -37,7 +37,7 @@ def test_a_broken_manifest_blocks_only_its_own_datasets(tmp_path, monkeypatch, c
     import shutil
 
     from d2seg.data import manifest as mf
-    from d2seg.data.register import registered_metadata
+    from d2seg.data.register import register_datasets, registered_metadata
     from d2seg.errors import D2SegError
 
     folder = tmp_path / "manifests"
@@ -50,7 +50,7 @@ def test_a_broken_manifest_blocks_only_its_own_datasets(tmp_path, monkeypatch, c
     good.write_text(text.replace("demo/", f"{demo_root}/demo/").replace("generate: demo\n", ""))
     monkeypatch.setenv("D2SEG_DATASETS", str(folder))
 
-    names = mf.register_all()
+    names = register_datasets()
     assert "fine_val" in names and "demo_instances_val" in names
     assert str(folder / "broken.yaml") in mf.BROKEN_MANIFESTS
     with pytest.raises(D2SegError) as info:

@@ -11,7 +11,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from d2seg.cli.main import main
-from d2seg.data.show import render_ground_truth
+from d2seg.visualize.ground_truth import render_ground_truth
 from d2seg.data.stats import dataset_stats, write_stats
 
 TINY = ("tiny_coco16/small_coco/instances_train2017_small.json",

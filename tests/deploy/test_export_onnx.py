@@ -42,8 +42,8 @@ def _export(out: Path, weights: Path, score_thresh: float) -> None:
 def _eager(score_thresh: float, weights=WEIGHTS):
     from d2seg.config import load_config
     from d2seg.engine.predict import BatchPredictor
-    from d2seg.engine.run import register_datasets
-    from d2seg.engine.trainer import prepare_config
+    from d2seg.data.register import register_datasets
+    from d2seg.config.prepare import prepare_config
 
     register_datasets()
     cfg = load_config(REPO / CONFIG, ["DATASETS.TRAIN", f"('{DATASET}',)", "DATASETS.TEST", "()",

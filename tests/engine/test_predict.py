@@ -11,7 +11,7 @@ import torch
 from pycocotools import mask as mask_util
 
 from d2seg.cli.main import main
-from d2seg.diagnostics import tiny_mask_rcnn_cfg
+from d2seg.runners.diagnostics import tiny_mask_rcnn_cfg
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ def _checkpoint(tmp_path, config: str, dataset: str):
     from detectron2.modeling import build_model
 
     from d2seg.config import load_config
-    from d2seg.engine.run import register_datasets
-    from d2seg.engine.trainer import prepare_config
+    from d2seg.data.register import register_datasets
+    from d2seg.config.prepare import prepare_config
 
     register_datasets()
     cfg = prepare_config(load_config(REPO / config, [

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from d2seg.diagnostics import tiny_mask_rcnn_cfg
+from d2seg.runners.diagnostics import tiny_mask_rcnn_cfg
 from d2seg.engine import predict as predict_mod
 from d2seg.io.files import is_leftover_temporary
 

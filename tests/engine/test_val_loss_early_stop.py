@@ -79,7 +79,7 @@ def _write_dataset(root: Path) -> dict:
 def _config(norm: str = "GN"):
     """A tiny Mask R-CNN (MobileNet-V3-small FPN); test images are not resized (64 = short side)."""
     from d2seg.config import add_d2seg_config
-    from d2seg.diagnostics import tiny_mask_rcnn_cfg
+    from d2seg.runners.diagnostics import tiny_mask_rcnn_cfg
 
     cfg = add_d2seg_config(tiny_mask_rcnn_cfg("cpu", 64))
     cfg.MODEL.BACKBONE.NAME = "build_torchvision_fpn_backbone"
@@ -215,7 +215,7 @@ def test_val_pass_leaves_weights_modes_and_rng_unchanged(setup, val_run, monkeyp
 
     from d2seg.config import load_config
     from d2seg.engine.hooks import ValidationLoss
-    from d2seg.engine.run import register_datasets
+    from d2seg.data.register import register_datasets
 
     out, _ = val_run
     monkeypatch.setenv("D2SEG_DATASETS", str(setup.root / "data"))
@@ -379,8 +379,8 @@ def test_unknown_metric_at_the_first_evaluation_is_one_error_line():
 ])
 def test_bad_settings_are_one_line_errors(setup, monkeypatch, opts, key):
     from d2seg.config import load_config
-    from d2seg.engine.run import register_datasets
-    from d2seg.engine.trainer import prepare_config
+    from d2seg.data.register import register_datasets
+    from d2seg.config.prepare import prepare_config
     from d2seg.errors import D2SegError
 
     monkeypatch.setenv("D2SEG_DATASETS", str(setup.root / "data"))

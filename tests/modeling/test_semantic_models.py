@@ -70,7 +70,7 @@ def demo_subsets():
     """Small slices of demo_semseg_{train,val}, registered with the full sets' metadata."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from d2seg.engine.run import register_datasets
+    from d2seg.data.register import register_datasets
 
     register_datasets()
     for name, source, count in ((TRAIN_SUBSET, "demo_semseg_train", 4),
@@ -304,7 +304,8 @@ def test_unet_overfits_one_batch(demo_subsets):
     from detectron2.utils.events import EventStorage
 
     from d2seg.config import load_config
-    from d2seg.engine.trainer import Trainer, prepare_config
+    from d2seg.config.prepare import prepare_config
+    from d2seg.engine.trainer import Trainer
 
     torch.manual_seed(0)
     cfg = prepare_config(load_config(CONFIGS / "unet_scratch.yaml", SMALL + [

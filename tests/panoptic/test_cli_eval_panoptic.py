@@ -99,7 +99,7 @@ def test_synthetic_crowd_and_void_equals_panopticapi(panoptic_helpers, tmp_path)
 def test_registered_dataset_as_ground_truth(tmp_path):
     from detectron2.data import MetadataCatalog
 
-    from d2seg.engine.run import register_datasets
+    from d2seg.data.register import register_datasets
 
     register_datasets()
     meta = MetadataCatalog.get("demo_panoptic_val")

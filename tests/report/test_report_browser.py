@@ -100,7 +100,7 @@ def test_a_trained_runs_report_in_headless_chromium(browser, tmp_path):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from d2seg.demo import run_instance_demo
+    from d2seg.runners.demo import run_instance_demo
 
     result = run_instance_demo(tmp_path, max_iter=3, num_pictures=1,
                                overrides=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])

@@ -29,7 +29,7 @@ GAP = 4
 @pytest.fixture(scope="module")
 def demo():
     """The demo datasets registered (generated into $D2SEG_CACHE/demo on first use)."""
-    from d2seg.engine.run import register_datasets
+    from d2seg.data.register import register_datasets
 
     register_datasets()
     return COCO(str(VAL / "instances.json"))
@@ -198,7 +198,7 @@ def tiny_checkpoint(tmp_path_factory, demo):
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
-    from d2seg.diagnostics import tiny_mask_rcnn_cfg
+    from d2seg.runners.diagnostics import tiny_mask_rcnn_cfg
 
     torch.manual_seed(0)
     cfg = tiny_mask_rcnn_cfg("cpu", 96)
@@ -255,7 +255,7 @@ def test_panoptic_fpn_predictions_on_a_panoptic_dataset(demo, tmp_path):
     from detectron2.modeling import build_model
 
     from d2seg.config import load_config
-    from d2seg.engine.trainer import prepare_config
+    from d2seg.config.prepare import prepare_config
 
     cfg = load_config(REPO / "configs" / "panoptic" / "panoptic_fpn_MNV2_cpu_quick.yaml",
                       ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu",

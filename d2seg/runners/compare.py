@@ -112,10 +112,10 @@ class _Data:
 def _load_dataset(name: str, limit: int | None) -> _Data:
     from detectron2.data import DatasetCatalog
 
-    from d2seg.data.manifest import register_all
+    from d2seg.data.register import register_datasets
     from d2seg.data.register import registered_metadata
 
-    register_all()
+    register_datasets()
     meta = registered_metadata(name)
     kind = meta.get("evaluator_type", "coco")
     if kind not in ("sem_seg", "coco"):
@@ -182,7 +182,7 @@ class _Runner:
     def _model(self, method: Method):
         from d2seg.config import load_config
         from d2seg.engine.predict import BatchPredictor, instances_to_coco
-        from d2seg.engine.trainer import prepare_config
+        from d2seg.config.prepare import prepare_config
 
         p = method.params
         cfg = prepare_config(load_config(p["model"], [str(v) for v in p.get("overrides", [])]))

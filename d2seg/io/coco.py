@@ -1,0 +1,47 @@
+"""COCO instance annotation and results files, read with the checks drawing, GrabCut and the
+watershed need (the full checker is ``d2seg.data.check``): one line naming file, entry and
+missing key."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from d2seg.errors import D2SegError
+from d2seg.io.json import read_json_or_parsed
+
+__all__ = ["load_coco", "load_results", "source_name"]
+
+
+def source_name(source) -> str | None:
+    """The file to name in an error: ``source`` when it is a path, not loaded data."""
+    return str(source) if isinstance(source, (str, Path)) else None
+
+
+def _require_keys(entries, keys: tuple[str, ...], what: str, source) -> None:
+    for i, e in enumerate(entries):
+        missing = [k for k in keys if not isinstance(e, Mapping) or k not in e]
+        if missing:
+            raise D2SegError(f"no {', '.join(repr(k) for k in missing)}", file=source_name(source),
+                             where=f"{what} {i}")
+
+
+def load_coco(source) -> dict:
+    """A COCO instances JSON (path or dict), checked for the keys drawing needs."""
+    coco = read_json_or_parsed(source, "COCO annotation file")
+    if not isinstance(coco, Mapping) or not isinstance(coco.get("images"), list):
+        raise D2SegError("not a COCO annotation file (no 'images' list)", file=source_name(source))
+    _require_keys(coco["images"], ("id", "file_name", "height", "width"), "images", source)
+    _require_keys(coco.get("annotations", []), ("image_id", "category_id"), "annotations", source)
+    _require_keys(coco.get("categories", []), ("id",), "categories", source)
+    return coco
+
+
+def load_results(source) -> list:
+    """A COCO results JSON (path or list): a list of detections with image_id and category_id."""
+    results = read_json_or_parsed(source, "results file")
+    if not isinstance(results, list):
+        raise D2SegError("a COCO results file is a JSON list of detections", file=source_name(source),
+                         hint="the format written by COCOEvaluator / d2seg predict")
+    _require_keys(results, ("image_id", "category_id"), "detection", source)
+    return results
