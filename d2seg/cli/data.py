@@ -71,7 +71,7 @@ def add_parser(sub) -> None:
 
 
 def _splits(args, *, semantic_ok=False):
-    from d2seg.data.check import resolve_splits
+    from d2seg.data.splits import resolve_splits
     from d2seg.errors import D2SegError
 
     splits = resolve_splits(args.target, split=args.split, images=args.images,
@@ -116,7 +116,9 @@ def run_list(args) -> int:
 
 
 def run_check(args) -> int:
-    from d2seg.data.check import check_coco, check_sem_seg, fix_coco
+    from d2seg.data.check import check_coco
+    from d2seg.data.check_semantic import check_sem_seg
+    from d2seg.data.fix import fix_coco
     from d2seg.errors import D2SegError
 
     splits = _splits(args, semantic_ok=True)

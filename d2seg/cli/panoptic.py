@@ -51,7 +51,6 @@ def run_combine(args) -> int:
 
 
 def run_pq(args) -> int:
-    import json
     from pathlib import Path
 
     from d2seg.evaluation.panoptic_quality import (

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from d2seg.data.check import is_panoptic, load_coco_json
+from d2seg.data.coco_files import is_panoptic, load_coco_json
 from d2seg.io.files import save_figure_atomic, write_json_atomic
 from d2seg.io.rle import to_rle
 
@@ -40,7 +40,7 @@ def _area(ann: dict, sizes: dict) -> float:
 def dataset_stats(json_path: str | os.PathLike, progress: bool | None = None) -> dict:
     """Counts for one COCO JSON (instances, or panoptic ``segments_info``), as a plain dict.
     ``progress``: a progress bar over the objects (default: when stderr is a terminal)."""
-    from d2seg.data.check import _progress
+    from d2seg.data.problems import progress_bar
 
     data = load_coco_json(json_path)
     names = {c["id"]: c.get("name", str(c["id"])) for c in data["categories"]}
@@ -54,7 +54,7 @@ def dataset_stats(json_path: str | os.PathLike, progress: bool | None = None) ->
                         for o in objects)
     per_image = Counter(o.get("image_id") for o in objects)
     counts_per_image = np.array([per_image.get(i, 0) for i in sizes], dtype=int)
-    areas = np.fromiter((_area(o, sizes) for o in _progress(objects, "objects", progress,
+    areas = np.fromiter((_area(o, sizes) for o in progress_bar(objects, "objects", progress,
                                                              len(objects))),
                         dtype=float, count=len(objects))
     buckets = Counter(size_bucket(a) for a in areas)

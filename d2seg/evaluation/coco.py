@@ -22,7 +22,7 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
 from d2seg.errors import D2SegError
-from d2seg.io.json import read_json
+from d2seg.io.coco import load_results
 from d2seg.io.files import write_json_atomic, write_text_atomic
 
 STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
@@ -41,31 +41,12 @@ def load_gt(gt) -> COCO:
             raise D2SegError(f"not a COCO instances file ({e})", file=str(gt)) from None
 
 
+#: What a detection needs to be scored.
+SCORED_KEYS = ("image_id", "category_id", "score")
+
+
 class CocoResultsWarning(UserWarning):
     """Detections that pycocotools would accept silently but that cannot score as meant."""
-
-
-def load_results(results) -> list[dict]:
-    """COCO results from a list or a JSON file; each must have image_id, category_id, score."""
-    name = "results"
-    if isinstance(results, (str, os.PathLike)):
-        name = str(results)
-        results = read_json(results, "results file")
-    if not isinstance(results, list):
-        raise D2SegError(f"COCO results must be a JSON list of detections, not a "
-                         f"{_json_type(results)}", file=name)
-    for i, r in enumerate(results):
-        if not isinstance(r, dict):
-            raise D2SegError(f"detection {i} is a {_json_type(r)}, not an object", file=name)
-        missing = [k for k in ("image_id", "category_id", "score") if k not in r]
-        if missing:
-            raise D2SegError(f"detection {i} lacks {', '.join(missing)}", file=name)
-    return results
-
-
-def _json_type(value) -> str:
-    return {dict: "JSON object", list: "JSON list", str: "string", bool: "boolean",
-            type(None): "null"}.get(type(value), "number")
 
 
 def check_results(coco_gt: COCO, results: list[dict], name: str = "results") -> None:
@@ -111,7 +92,7 @@ def evaluate_coco(gt, results, iou_types=("bbox", "segm"), image_ids=None) -> di
 
     name = str(results) if isinstance(results, (str, os.PathLike)) else "results"
     coco_gt = load_gt(gt)
-    results = load_results(results)
+    results = load_results(results, SCORED_KEYS)
     check_results(coco_gt, results, name)
     report = {}
     for iou_type in iou_types:
@@ -201,7 +182,7 @@ def confusion_matrix(gt, results, iou_type="segm", iou_threshold=0.5, score_thre
     non-crowd ground truth they overlap most at IoU >= threshold, whatever its class.
     """
     coco_gt = load_gt(gt)
-    results = load_results(results)
+    results = load_results(results, SCORED_KEYS)
     cat_ids = sorted(coco_gt.getCatIds())
     index = {c: i for i, c in enumerate(cat_ids)}
     bg = len(cat_ids)

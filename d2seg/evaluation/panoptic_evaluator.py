@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import tempfile
 from collections import OrderedDict
-from pathlib import Path
 
 from detectron2.evaluation import COCOPanopticEvaluator
 from detectron2.evaluation.panoptic_evaluation import _print_panoptic_results
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
-from d2seg.evaluation.panoptic_quality import format_markdown, pq_compute_folders
+from d2seg.evaluation.panoptic_quality import pq_compute_folders, write_pq_report
+from d2seg.io.files import write_bytes_atomic, write_json_atomic
 from d2seg.io.json import read_json
 
 PREDICTIONS_JSON = "predictions.json"
@@ -72,20 +71,16 @@ class PanopticEvaluator(COCOPanopticEvaluator):
                 pred_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="panoptic_eval"))
                 pred_json = os.path.join(pred_dir, PREDICTIONS_JSON)
             annotations = []
-            for p in predictions:
+            for p in predictions:  # atomic: an interrupted run leaves no half-written file
                 p = dict(p)
-                with open(os.path.join(pred_dir, p["file_name"]), "wb") as f:
-                    f.write(p.pop("png_string"))
+                write_bytes_atomic(os.path.join(pred_dir, p["file_name"]), p.pop("png_string"))
                 annotations.append(p)
             data["annotations"] = annotations
-            with open(pred_json, "w") as f:
-                json.dump(data, f)
+            write_json_atomic(pred_json, data)
             pq = pq_compute_folders(gt_json, gt_folder, pred_json, pred_dir, progress=False)
 
         self.pq_results = pq
         if self._output_dir:
-            out = Path(self._output_dir)
-            (out / PQ_JSON).write_text(json.dumps(pq, indent=1))
-            (out / PQ_MD).write_text(format_markdown(pq, data.get("categories")))
+            write_pq_report(pq, data.get("categories") or [], self._output_dir)
         _print_panoptic_results(pq)
         return OrderedDict({"panoptic_seg": summary_metrics(pq)})

@@ -10,7 +10,7 @@ from pathlib import Path
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json_or_parsed
 
-__all__ = ["load_coco", "load_results", "source_name"]
+__all__ = ["load_coco", "load_results", "json_type", "source_name"]
 
 
 def source_name(source) -> str | None:
@@ -18,9 +18,18 @@ def source_name(source) -> str | None:
     return str(source) if isinstance(source, (str, Path)) else None
 
 
+def json_type(value) -> str:
+    """How JSON calls the type of a parsed value, for error lines."""
+    return {dict: "JSON object", list: "JSON list", str: "string", bool: "boolean",
+            type(None): "null"}.get(type(value), "number")
+
+
 def _require_keys(entries, keys: tuple[str, ...], what: str, source) -> None:
     for i, e in enumerate(entries):
-        missing = [k for k in keys if not isinstance(e, Mapping) or k not in e]
+        if not isinstance(e, Mapping):
+            raise D2SegError(f"is a {json_type(e)}, not an object", file=source_name(source),
+                             where=f"{what} {i}")
+        missing = [k for k in keys if k not in e]
         if missing:
             raise D2SegError(f"no {', '.join(repr(k) for k in missing)}", file=source_name(source),
                              where=f"{what} {i}")
@@ -37,11 +46,13 @@ def load_coco(source) -> dict:
     return coco
 
 
-def load_results(source) -> list:
-    """A COCO results JSON (path or list): a list of detections with image_id and category_id."""
+def load_results(source, keys: tuple[str, ...] = ("image_id", "category_id")) -> list:
+    """A COCO results JSON (path or list): a list of detections, each with ``keys`` (scoring
+    needs ``score`` too; drawing does not)."""
     results = read_json_or_parsed(source, "results file")
     if not isinstance(results, list):
-        raise D2SegError("a COCO results file is a JSON list of detections", file=source_name(source),
+        raise D2SegError(f"COCO results must be a JSON list of detections, not a "
+                         f"{json_type(results)}", file=source_name(source),
                          hint="the format written by COCOEvaluator / d2seg predict")
-    _require_keys(results, ("image_id", "category_id"), "detection", source)
+    _require_keys(results, keys, "detection", source)
     return results

@@ -19,10 +19,8 @@ from d2seg.io.files import write_png_atomic
 from d2seg.io.images import IMAGE_SUFFIXES
 from d2seg.io.panoptic_png import read_panoptic_png
 from d2seg.visualize.colours import class_colors
-from d2seg.visualize.inputs import (
-    annotations_to_instances, group_by_image, load_coco, load_results,
-    results_to_instances,
-)
+from d2seg.io.coco import load_coco, load_results
+from d2seg.visualize.inputs import annotations_to_instances, group_by_image, results_to_instances
 from d2seg.visualize.render import draw_instances, draw_panoptic, side_by_side
 
 

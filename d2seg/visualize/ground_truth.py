@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from d2seg.data.check import is_panoptic, load_coco_json, panoptic_ids
+from d2seg.data.coco_files import is_panoptic, load_coco_json
 from d2seg.io.images import read_image
 from d2seg.errors import D2SegError
+from d2seg.io.panoptic_png import read_panoptic_png
 
 
 def render_ground_truth(json_path: str | os.PathLike, image_root: str | os.PathLike,
@@ -37,7 +38,7 @@ def render_ground_truth(json_path: str | os.PathLike, image_root: str | os.PathL
         if panoptic:
             ann = pan_by_image.get(img["id"])
             drawn = image if ann is None else draw_panoptic(
-                image, panoptic_ids(Path(panoptic_root) / ann["file_name"]),
+                image, read_panoptic_png(Path(panoptic_root) / ann["file_name"]),
                 ann.get("segments_info", []), class_names=names, isthing=isthing)
         else:
             gt = annotations_from_coco(data, img["id"])

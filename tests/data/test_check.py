@@ -14,7 +14,10 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from d2seg.cli.main import main
-from d2seg.data.check import KINDS, check_coco, check_sem_seg, fix_coco
+from d2seg.data.check import check_coco
+from d2seg.data.check_semantic import check_sem_seg
+from d2seg.data.fix import fix_coco
+from d2seg.data.problems import KINDS
 from d2seg.errors import D2SegError
 
 SIZES = {"a.png": (64, 48), "b.png": (64, 48), "c.png": (80, 60)}

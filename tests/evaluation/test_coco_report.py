@@ -97,7 +97,7 @@ def test_cli_writes_report_and_plots(tmp_path, capsys):
 @pytest.mark.parametrize("content, reason", [
     ("{not json", "not valid JSON"),
     ('{"a": 1}', "must be a JSON list"),
-    ('[{"image_id": 1, "bbox": [0, 0, 1, 1]}]', "lacks category_id, score"),
+    ('[{"image_id": 1, "bbox": [0, 0, 1, 1]}]', "detection 0: no 'category_id', 'score'"),
 ])
 def test_cli_bad_results_one_line(tmp_path, capsys, content, reason):
     gt = _tiny_gt(tmp_path)
