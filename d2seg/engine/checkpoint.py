@@ -1,4 +1,4 @@
-"""Crash-safe checkpoints: atomic writes, a record of the good ones, exact resume, save on Ctrl-C.
+"""Crash-safe checkpoints: atomic writes and a record of the good ones.
 
 A run killed while writing ``model_0004999.pth`` must not leave a half-written file that the
 next ``--resume`` chokes on, nor a ``last_checkpoint`` tag naming it. :class:`SafeCheckpointer`
@@ -7,14 +7,8 @@ fsyncs it, then renames it into place. After each write it records the file's si
 in ``checkpoints.json``; on resume a file that no longer matches its record, or cannot be read,
 is named in one warning line and resume falls back to the newest earlier checkpoint that is good.
 
-Each checkpoint also holds the random-number states (Python, NumPy, torch CPU and CUDA), restored
-on resume: with :mod:`d2seg.engine.sampler`'s resumable data stream, a resumed run repeats the
-uninterrupted run exactly (single process, deterministic algorithms, ``NUM_WORKERS 0``).
-Only rank 0 writes checkpoints, so in multi-process runs only rank 0's states are restored;
-the other ranks keep the seeds ``setup`` gave them.
-
-:class:`SaveOnInterrupt` turns Ctrl-C (SIGINT) or SIGTERM during training into: finish the
-current iteration, save a checkpoint tagged as last, stop with :class:`TrainingInterrupted`.
+Each checkpoint also holds the random-number states (:mod:`d2seg.engine.rng`), restored on
+resume; :mod:`d2seg.engine.interrupt` saves one on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -24,15 +18,11 @@ import hashlib
 import json
 import logging
 import os
-import random
-import signal
-import threading
 
-import numpy as np
 import torch
-from detectron2.engine import HookBase
 from detectron2.utils import comm
 
+from d2seg.engine.rng import capture_rng_states, restore_rng_states
 from d2seg.errors import D2SegError
 from d2seg.io.files import atomic_output, is_leftover_temporary
 from d2seg.modeling.checkpoint import D2SegCheckpointer
@@ -41,57 +31,6 @@ logger = logging.getLogger(__name__)
 
 RECORD_FILE = "checkpoints.json"
 TAG_FILE = "last_checkpoint"  # detectron2's name: plain detectron2 can resume from our folders
-
-
-# -- random-number states --------------------------------------------------------------------
-
-def capture_rng_states() -> dict:
-    """Python, NumPy, torch CPU (and CUDA, when in use) RNG states, as tensors and numbers only
-    so that ``torch.load(weights_only=True)`` reads them back."""
-    version, internal, gauss_next = random.getstate()
-    np_state = np.random.get_state(legacy=False)
-    states = {
-        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64),
-                   "gauss_next": gauss_next},
-        "numpy": {"bit_generator": np_state["bit_generator"],
-                  "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
-                  "gauss": float(np_state["gauss"])},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(states: dict | None) -> None:
-    """Put back what :func:`capture_rng_states` captured (parts that are absent are left alone)."""
-    if not states:
-        return
-    if "python" in states:
-        py = states["python"]
-        random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()),
-                         py["gauss_next"]))
-    if "numpy" in states:
-        s = states["numpy"]
-        np.random.set_state({"bit_generator": s["bit_generator"],
-                             "state": {"key": s["key"].numpy().astype(np.uint32), "pos": s["pos"]},
-                             "has_gauss": s["has_gauss"], "gauss": s["gauss"]})
-    if "torch" in states:
-        torch.set_rng_state(states["torch"])
-    cuda = states.get("cuda")
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-
-
-@contextlib.contextmanager
-def preserved_rng_states():
-    """Run a block (evaluation during training) without it changing any RNG stream."""
-    states = capture_rng_states()
-    try:
-        yield
-    finally:
-        restore_rng_states(states)
 
 
 # -- atomic files ----------------------------------------------------------------------------
@@ -346,74 +285,3 @@ class SafeCheckpointer(D2SegCheckpointer):
             if is_leftover_temporary(name):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(self.save_dir, name))
-
-
-# -- Ctrl-C ----------------------------------------------------------------------------------
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on a signal after saving ``checkpoint`` (the CLI exits with 130)."""
-
-    def __init__(self, iteration: int, checkpoint: str | None):
-        self.iteration, self.checkpoint = iteration, checkpoint
-        super().__init__(f"interrupted at iteration {iteration}; saved {checkpoint}")
-
-
-class SaveOnInterrupt(HookBase):
-    """On SIGINT/SIGTERM, finish the current iteration, save it, tag it as last, and stop.
-
-    A checkpoint taken between iterations is consistent (an interrupt inside ``optimizer.step``
-    would leave half-updated weights), so ``--resume`` continues exactly. A second Ctrl-C stops
-    at once; further SIGTERMs (torchrun forwards one after the terminal's SIGINT) are absorbed
-    while the checkpoint is written. All processes of a multi-process run stop together.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, checkpointer: SafeCheckpointer):
-        self._checkpointer = checkpointer
-        self._requested: int | None = None
-        self._previous: dict = {}
-
-    def before_train(self):
-        if threading.current_thread() is not threading.main_thread():
-            return  # Python delivers signals to the main thread only
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, self._on_signal)
-        logger.info("Ctrl-C (or SIGTERM) stops training after the current iteration and saves "
-                    "a checkpoint to resume from")
-
-    def _on_signal(self, signum, frame):
-        first = self._requested is None
-        self._requested = signum
-        if signum == signal.SIGINT:
-            self._restore_handlers(signal.SIGINT)  # a second Ctrl-C acts at once
-        if first:
-            with contextlib.suppress(OSError, ValueError):  # unbuffered: safe inside a handler
-                os.write(2, f"\n{signal.Signals(signum).name} received: saving a checkpoint when "
-                            "this iteration ends (Ctrl-C again to quit at once)\n".encode())
-
-    def after_step(self):
-        requested = self._requested is not None
-        if comm.get_world_size() > 1:
-            requested = any(comm.all_gather(requested))
-        if not requested:
-            return
-        iteration = self.trainer.iter
-        name = f"model_{iteration:07d}"
-        if self._checkpointer.last_saved != f"{name}.pth":  # not just saved by the periodic hook
-            self._checkpointer.save(name, iteration=iteration)
-        comm.synchronize()
-        path = os.path.join(self._checkpointer.save_dir, f"{name}.pth")
-        logger.warning("training stopped at iteration %d; checkpoint %s; continue with --resume",
-                       iteration, path)
-        raise TrainingInterrupted(iteration, path)
-
-    def after_train(self):
-        self._restore_handlers(*self._previous)
-
-    def _restore_handlers(self, *signals):
-        for sig in signals:
-            previous = self._previous.pop(sig, None)
-            with contextlib.suppress(ValueError, TypeError):
-                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)

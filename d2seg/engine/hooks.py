@@ -212,7 +212,7 @@ class ValidationLoss(HookBase):
         """Mean losses over the split (``total_loss`` first), the same on every rank."""
         from detectron2.data.build import trivial_batch_collator
 
-        from d2seg.engine.checkpoint import preserved_rng_states
+        from d2seg.engine.rng import preserved_rng_states
 
         self._load()
         sums: dict[str, float] = {}

@@ -23,13 +23,9 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
 import d2seg.modeling  # noqa: F401  (registers d2seg's backbones with detectron2)
-from d2seg.engine.checkpoint import (
-    SafeCheckpointer,
-    SaveOnInterrupt,
-    capture_rng_states,
-    preserved_rng_states,
-    restore_rng_states,
-)
+from d2seg.engine.checkpoint import SafeCheckpointer
+from d2seg.engine.interrupt import SaveOnInterrupt
+from d2seg.engine.rng import capture_rng_states, preserved_rng_states, restore_rng_states
 from d2seg.config.prepare import metric_period
 from d2seg.engine.hooks import BestCheckpointer, EvalHook, ProgressBar, ValidationLoss
 from d2seg.engine.sampler import ResumableTrainLoader
