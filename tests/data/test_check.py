@@ -141,6 +141,12 @@ UNFIXABLE = {"noncrowd_rle", "image_without_annotations"}
 
 @pytest.mark.parametrize("kind", [k for k in [*VARIANTS, "polygon_odd"] if k not in UNFIXABLE])
 def test_fix_output_checks_clean(tmp_path, kind):
+    """The fixed copy: input untouched; d2seg's checker finds no error in it; and, judged
+    independently of d2seg, pycocotools decodes every annotation to a non-empty mask of its
+    image's size with the box inside the image, and detectron2's COCO loader keeps every
+    annotation (it drops unusable polygons silently)."""
+    from detectron2.data.datasets import load_coco_json
+
     ann, images, image_id, ann_id = build_variant(tmp_path, kind)
     before = ann.read_bytes()
     out, report, changes = fix_coco(ann, tmp_path / "fixed" / "ann.json", images)
@@ -156,6 +162,16 @@ def test_fix_output_checks_clean(tmp_path, kind):
     fixed = json.loads(out.read_text())
     assert len(coco.anns) == len(fixed["annotations"])
     assert len({a["id"] for a in fixed["annotations"]}) == len(fixed["annotations"])
+    for a in coco.anns.values():
+        img = coco.imgs[a["image_id"]]
+        mask = coco.annToMask(a)
+        assert mask.shape == (img["height"], img["width"]) and mask.any(), a["id"]
+        x, y, w, h = a["bbox"]
+        assert 0 <= x and 0 <= y and w > 0 and h > 0, a["id"]
+        assert x + w <= img["width"] + 1e-6 and y + h <= img["height"] + 1e-6, a["id"]
+    records = load_coco_json(str(out), str(images), dataset_name=None)
+    kept = sum(len(r.get("annotations", [])) for r in records)
+    assert kept == len(fixed["annotations"])
 
 
 def test_fix_values_match_independent_computation(tmp_path):

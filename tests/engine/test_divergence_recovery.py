@@ -18,11 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
-from pycocotools import mask as mask_util
+from tiny_squares import tiny_config, write_squares_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -36,55 +34,15 @@ sys.exit(main(sys.argv[1:]))
 BASE_LR, GAMMA, STEP, PERIOD, MAX_ITER = 0.01, 1e12, 4, 4, 8
 
 
-def _write_dataset(root: Path) -> None:
-    """Two 64x80 images with one square each, as COCO JSON plus a d2seg manifest."""
-    (root / "images").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    images, anns = [], []
-    for i in range(2):
-        img = np.full((64, 80, 3), 30, np.uint8)
-        mask = np.zeros((64, 80), np.uint8)
-        cx, cy = int(rng.integers(20, 60)), int(rng.integers(20, 44))
-        cv2.rectangle(mask, (cx - 10, cy - 10), (cx + 10, cy + 10), 1, -1)
-        img[mask > 0] = (0, 200, 0)
-        rle = mask_util.encode(np.asfortranarray(mask))
-        rle["counts"] = rle["counts"].decode()
-        x, y, w, h = cv2.boundingRect(mask)
-        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
-                     "bbox": [x, y, w, h], "area": int(mask.sum()), "segmentation": rle})
-        cv2.imwrite(str(root / "images" / f"{i}.png"), img)
-        images.append({"id": i + 1, "file_name": f"{i}.png", "height": 64, "width": 80})
-    (root / "instances.json").write_text(json.dumps(
-        {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "square"}]}))
-    (root / "diverge.yaml").write_text(
-        "name: diverge\nkind: coco_instances\n"
-        "splits:\n  train:\n    images: images\n    annotations: instances.json\n")
-
-
 def _config():
-    """A tiny Mask R-CNN (MobileNet-V3-small, GN) whose learning rate jumps x1e12 at STEP."""
-    from d2seg.config import add_d2seg_config
-    from d2seg.runners.diagnostics import tiny_mask_rcnn_cfg
-
-    cfg = add_d2seg_config(tiny_mask_rcnn_cfg("cpu", 64))
-    cfg.MODEL.BACKBONE.NAME = "build_torchvision_fpn_backbone"
-    cfg.MODEL.TORCHVISION.ARCH = "mobilenet_v3_small"
-    cfg.MODEL.TORCHVISION.NORM = "GN"
-    cfg.MODEL.FPN.OUT_CHANNELS = 32
-    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 64
-    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 32
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 1
-    cfg.DATASETS.TRAIN = ("diverge_train",)
-    cfg.DATASETS.TEST = ()
-    cfg.DATALOADER.NUM_WORKERS = 0
-    cfg.SOLVER.IMS_PER_BATCH = 2
+    """The tiny Mask R-CNN whose learning rate jumps x1e12 at STEP."""
+    cfg = tiny_config("diverge_train")
     cfg.SOLVER.BASE_LR = BASE_LR
     cfg.SOLVER.WARMUP_ITERS = 0
     cfg.SOLVER.STEPS = (STEP,)
     cfg.SOLVER.GAMMA = GAMMA
     cfg.SOLVER.MAX_ITER = MAX_ITER
     cfg.SOLVER.CHECKPOINT_PERIOD = PERIOD
-    cfg.TEST.EVAL_PERIOD = 0
     cfg.D2SEG.PROGRESS_BAR = False
     return cfg
 
@@ -92,7 +50,7 @@ def _config():
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("diverge")
-    _write_dataset(root / "data")
+    write_squares_dataset(root / "data", "diverge")
     (root / "config.yaml").write_text(_config().dump())
     env = dict(os.environ, D2SEG_DATASETS=str(root / "data"), PYTHONUNBUFFERED="1",
                OMP_NUM_THREADS="1")

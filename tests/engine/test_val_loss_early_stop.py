@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import cv2
-import numpy as np
 import pytest
 import torch
-from pycocotools import mask as mask_util
+from tiny_squares import H, W, tiny_config, write_squares_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -39,65 +36,13 @@ from d2seg.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 
-H, W = 64, 80
-
-
-def _write_dataset(root: Path) -> dict:
-    """Train and test splits of two 64x80 images with one square each (COCO JSON + manifest);
-    returns the test images as (BGR image, mask, xywh box) for the hand-made inputs."""
-    rng = np.random.default_rng(0)
-    test_items = []
-    splits = {}
-    for split in ("train", "test"):
-        (root / split).mkdir(parents=True)
-        images, anns = [], []
-        for i in range(2):
-            img = np.full((H, W, 3), 30, np.uint8)
-            img[:, :, 2] = rng.integers(0, 60, (H, W), dtype=np.uint8)  # texture
-            mask = np.zeros((H, W), np.uint8)
-            cx, cy = int(rng.integers(20, 60)), int(rng.integers(20, 44))
-            cv2.rectangle(mask, (cx - 10, cy - 10), (cx + 10, cy + 10), 1, -1)
-            img[mask > 0] = (0, 200, 0)
-            rle = mask_util.encode(np.asfortranarray(mask))
-            rle["counts"] = rle["counts"].decode()
-            x, y, w, h = cv2.boundingRect(mask)
-            anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
-                         "bbox": [x, y, w, h], "area": int(mask.sum()), "segmentation": rle})
-            cv2.imwrite(str(root / split / f"{i}.png"), img)
-            images.append({"id": i + 1, "file_name": f"{i}.png", "height": H, "width": W})
-            if split == "test":
-                test_items.append((img, mask, (x, y, w, h)))
-        (root / f"{split}.json").write_text(json.dumps(
-            {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "square"}]}))
-        splits[split] = f"    images: {split}\n    annotations: {split}.json\n"
-    (root / "vles.yaml").write_text(
-        "name: vles\nkind: coco_instances\nsplits:\n"
-        + "".join(f"  {s}:\n{body}" for s, body in splits.items()))
-    return test_items
 
 
 def _config(norm: str = "GN"):
-    """A tiny Mask R-CNN (MobileNet-V3-small FPN); test images are not resized (64 = short side)."""
-    from d2seg.config import add_d2seg_config
-    from d2seg.runners.diagnostics import tiny_mask_rcnn_cfg
-
-    cfg = add_d2seg_config(tiny_mask_rcnn_cfg("cpu", 64))
-    cfg.MODEL.BACKBONE.NAME = "build_torchvision_fpn_backbone"
-    cfg.MODEL.TORCHVISION.ARCH = "mobilenet_v3_small"
-    cfg.MODEL.TORCHVISION.NORM = norm
-    cfg.MODEL.FPN.OUT_CHANNELS = 32
-    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 64
-    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 32
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 1
-    cfg.DATASETS.TRAIN = ("vles_train",)
-    cfg.DATASETS.TEST = ("vles_test",)
-    cfg.DATALOADER.NUM_WORKERS = 0
-    cfg.SOLVER.IMS_PER_BATCH = 2
-    cfg.SOLVER.BASE_LR = 0.01
+    cfg = tiny_config("vles_train", "vles_test", norm)
     cfg.SOLVER.WARMUP_ITERS = 0
     cfg.SOLVER.MAX_ITER = 3
     cfg.SOLVER.CHECKPOINT_PERIOD = 1
-    cfg.TEST.EVAL_PERIOD = 0
     cfg.D2SEG.BEST_METRIC = ""
     cfg.D2SEG.PROGRESS_BAR = False
     cfg.D2SEG.RUN_REPORT = False
@@ -107,7 +52,7 @@ def _config(norm: str = "GN"):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("vles")
-    items = _write_dataset(root / "data")
+    items = write_squares_dataset(root / "data", "vles", ("train", "test"), texture=True)["test"]
     (root / "bn.yaml").write_text(_config("BN").dump())
     (root / "gn.yaml").write_text(_config("GN").dump())
     env = dict(os.environ, D2SEG_DATASETS=str(root / "data"), PYTHONUNBUFFERED="1",
