@@ -148,12 +148,13 @@ def main(argv=None) -> int:
     import torch
 
     from d2seg.data import manifest as mf
+    from d2seg.data.register import register_manifest
 
     torch.set_num_threads(args.threads)
 
     work = Path(args.out or tempfile.mkdtemp(prefix="bench_fruits_"))
     os.environ.setdefault("D2SEG_CACHE", str(work / "cache"))
-    mf.register_manifest(mf.load_manifest(write_split_manifest(work / "data")))
+    register_manifest(mf.load_manifest(write_split_manifest(work / "data")))
     rows = []
     for run in args.runs:
         rows.append(train_one(run, args.iters, args.size, "fruits_bench", work / run, args.batch,

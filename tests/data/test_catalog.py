@@ -17,6 +17,7 @@ import pytest
 
 from d2seg.data import catalog, coco_json
 from d2seg.data import manifest as mf
+from d2seg.data.register import register_manifest
 from d2seg.data.register import unregister_manifest
 from d2seg.errors import D2SegError
 
@@ -76,7 +77,7 @@ def test_registration_reads_only_the_categories_and_loading_checks(tmp_path):
     path.write_text(json.dumps(data))
     name = f"t{uuid.uuid4().hex[:8]}"
     try:
-        names = mf.register_manifest(mf.load_manifest(_manifest(tmp_path, name)))
+        names = register_manifest(mf.load_manifest(_manifest(tmp_path, name)))
         meta = MetadataCatalog.get(names[0])
         assert meta.thing_classes == ["dog", "cat"] and meta.evaluator_type == "coco"
         assert "mask_format" not in meta.__dict__  # deferred until read
@@ -98,7 +99,7 @@ def test_an_unknown_category_is_an_error_when_loaded(tmp_path):
     path.write_text(json.dumps(data))
     name = f"t{uuid.uuid4().hex[:8]}"
     try:
-        names = mf.register_manifest(mf.load_manifest(_manifest(tmp_path, name)))
+        names = register_manifest(mf.load_manifest(_manifest(tmp_path, name)))
         with pytest.raises(D2SegError, match="category_id 5 is not declared"):
             DatasetCatalog.get(names[0])
     finally:

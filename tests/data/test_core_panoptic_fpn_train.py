@@ -13,6 +13,8 @@ import uuid
 import pytest
 
 from d2seg.data import manifest as mf
+from d2seg.config.prepare import check_config_matches_dataset, num_classes
+from d2seg.data.register import register_manifest
 from d2seg.data.demo import generate_demo
 from d2seg.data.register import unregister_manifest
 
@@ -41,10 +43,10 @@ def test_panoptic_fpn_trains_a_few_iterations_on_the_demo(tmp_path, monkeypatch)
         f"name: {name}\nkind: coco_panoptic\nsplits:\n  train:\n    images: demo/train/images\n"
         "    annotations: demo/train/panoptic.json\n    panoptic_root: demo/train/panoptic\n")
     try:
-        names = mf.register_manifest(mf.load_manifest(tmp_path / "m.yaml"))
+        names = register_manifest(mf.load_manifest(tmp_path / "m.yaml"))
         dataset = f"{name}_train_separated"
         assert dataset in names
-        counts = mf.num_classes(dataset)
+        counts = num_classes(dataset)
         torch.manual_seed(0)
         cfg = tiny_mask_rcnn_cfg("cpu")
         cfg.MODEL.META_ARCHITECTURE = "PanopticFPN"
@@ -61,7 +63,7 @@ def test_panoptic_fpn_trains_a_few_iterations_on_the_demo(tmp_path, monkeypatch)
         cfg.SOLVER.WARMUP_ITERS = 0
         cfg.SOLVER.CHECKPOINT_PERIOD = 1000
         cfg.OUTPUT_DIR = str(tmp_path / "run")
-        mf.check_config_matches_dataset(cfg, cfg.DATASETS.TRAIN)
+        check_config_matches_dataset(cfg, cfg.DATASETS.TRAIN)
         trainer = DefaultTrainer(cfg)
         trainer.train()
         history = trainer.storage.history("loss_sem_seg").values()

