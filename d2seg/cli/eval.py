@@ -33,6 +33,8 @@ def add_parser(sub) -> None:
                    help="its PNGs (default: the JSON's path without .json)")
     p.add_argument("--dataset", metavar="NAME", help="registered dataset (instead of --gt or "
                    "--panoptic-gt-json; with --config-file: the one to run on)")
+    p.add_argument("--images", metavar="DIR", help="the images, for drawing the worst images "
+                   "(default: the --dataset's image folder)")
     p.add_argument("--iou-types", nargs="+", default=["bbox", "segm"], choices=["bbox", "segm"])
     p.add_argument("--workers", type=int, default=None,
                    help="processes for PQ (default: CPU count, at most 8)")
@@ -100,7 +102,12 @@ def _report_coco(args, results: str, gt: str, report: dict | None = None) -> int
 
 
 def _image_root(args) -> str | None:
-    """The dataset's image folder (for the worst-image drawings), when a dataset was named."""
+    """--images, else the dataset's image folder (for the worst-image drawings), when a dataset
+    was named."""
+    if args.images:
+        if not os.path.isdir(args.images):
+            raise D2SegError("no such folder", file=args.images, where="--images")
+        return args.images
     if not args.dataset:
         return None
     root = _ground_truth_metadata(args.dataset, ()).get("image_root", None)
@@ -178,7 +185,11 @@ def _run_panoptic_files(args) -> int:
     pred_dir = _png_folder(args.panoptic_pred_json, args.panoptic_pred_dir, "--panoptic-pred-dir")
     results = pq_compute_folders(gt_json, gt_dir, args.panoptic_pred_json, pred_dir,
                                  workers=args.workers)
-    _write_pq_report(results, _categories(gt_json), args.out)
+    images = _image_root(args)
+    pictures = None if images is None or args.no_plots else dict(
+        images_dir=images, gt_json=gt_json, gt_dir=gt_dir, pred_json=args.panoptic_pred_json,
+        pred_dir=pred_dir)
+    _write_pq_report(results, _categories(gt_json), args.out, pictures)
     return 0
 
 
@@ -188,14 +199,15 @@ def _categories(gt_json: str) -> list:
     return read_json(gt_json, "ground-truth JSON file").get("categories", [])
 
 
-def _write_pq_report(results: dict, categories: list, out: str) -> None:
-    from d2seg.evaluation.panoptic_quality import write_pq_report
+def _write_pq_report(results: dict, categories: list, out: str, pictures: dict | None) -> None:
+    from d2seg.evaluation.panoptic_quality import WORST_PICTURES, write_pq_report
     from d2seg.report import write_report
 
-    markdown = write_pq_report(results, categories, out)
+    markdown = write_pq_report(results, categories, out, pictures)
     write_report(out)
     print(markdown, end="")
-    print(f"written: pq.json, pq.md, report.html in {out}")
+    drawn = f", {WORST_PICTURES}/" if pictures else ""
+    print(f"written: pq.json, pq.md{drawn}, report.html in {out}")
 
 
 def _run_model(args) -> int:
@@ -214,10 +226,15 @@ def _run_model(args) -> int:
     results = engine.evaluate(cfg, args.weights)
     folder = Path(cfg.OUTPUT_DIR) / "eval" / dataset
     if kind == "coco_panoptic_seg":
-        pq = read_json(folder / PQ_JSON, "PQ results file")
-        pq["per_class"] = {int(k): v for k, v in pq["per_class"].items()}
-        pq["counts"] = {int(k): v for k, v in pq.get("counts", {}).items()}
-        _write_pq_report(pq, _categories(_metadata(dataset).panoptic_json), args.out)
+        from d2seg.evaluation.panoptic_quality import read_results
+
+        pq = read_results(folder / PQ_JSON)
+        meta = _metadata(dataset)
+        images = args.images or meta.get("image_root", None)
+        pictures = None if args.no_plots or not images or not os.path.isdir(images) else dict(
+            images_dir=images, gt_json=meta.panoptic_json, gt_dir=meta.panoptic_root,
+            pred_json=str(folder / PREDICTIONS_JSON), pred_dir=str(folder / PREDICTIONS_DIR))
+        _write_pq_report(pq, _categories(meta.panoptic_json), args.out, pictures)
         print(f"predictions (COCO panoptic): {folder / PREDICTIONS_JSON} and "
               f"{folder / PREDICTIONS_DIR}/; bbox/segm AP in {Path(cfg.OUTPUT_DIR) / 'eval_results.json'}")
         return 0
@@ -226,7 +243,8 @@ def _run_model(args) -> int:
         from d2seg.report import write_report
 
         report = read_json(folder / semantic_report.REPORT_JSON, "semantic report file")
-        written = semantic_report.write_report(report, args.out, plots=not args.no_plots)
+        written = semantic_report.write_report(report, args.out, plots=not args.no_plots,
+                                               source_dir=folder)
         written["html"] = str(write_report(args.out))
         print(semantic_report.markdown(report).split("\n\n")[0])
         print(f"written: {', '.join(sorted(os.path.basename(p) for p in written.values()))}, "

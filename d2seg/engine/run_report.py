@@ -30,9 +30,12 @@ def coco_results(cfg) -> tuple[str, Path] | None:
     return None
 
 
-def write_run_report(cfg, worst: int = 8) -> dict:
+def write_run_report(cfg, worst: int = 8, panoptic: bool = True) -> dict:
     """Write report/, analysis/ and report.html in OUTPUT_DIR; return what was written
-    (``report``, ``analysis``, ``html``: paths) and ``warnings`` (one line per step that failed)."""
+    (``report``, ``analysis``, ``pq``, ``html``: paths) and ``warnings`` (one line per step that
+    failed). With ``panoptic``, the last evaluation's panoptic quality (when it made one) goes
+    to report/pq.json, pq.md with its worst images drawn; the demo, which scores its own
+    exported predictions, passes False."""
     out = Path(cfg.OUTPUT_DIR)
     written: dict = {"warnings": []}
 
@@ -62,8 +65,46 @@ def write_run_report(cfg, worst: int = 8) -> dict:
         semantic = _semantic_report_file(cfg)
         if semantic is not None:
             step("report", lambda: _semantic_report(semantic, out / "report"))
+    if panoptic:
+        found = _panoptic_results(cfg)
+        if found is not None:
+            step("pq", lambda: _pq_report(found[0], found[1], out / "report", worst))
     step("html", lambda: str(_html(out)))
     return written
+
+
+def _panoptic_results(cfg) -> tuple[str, Path] | None:
+    """(dataset, evaluation folder) of the first test dataset the run's PanopticEvaluator
+    scored, or None."""
+    from d2seg.evaluation.panoptic_evaluator import PQ_JSON
+
+    for dataset in cfg.DATASETS.TEST:
+        folder = Path(cfg.OUTPUT_DIR) / "eval" / dataset
+        if (folder / PQ_JSON).is_file():
+            return dataset, folder
+    return None
+
+
+def _pq_report(dataset: str, folder: Path, report_dir: Path, worst: int) -> str:
+    """report/pq.json, pq.md and the worst images by PQ drawn, from the evaluator's pq.json and
+    the predictions it kept (not scored again)."""
+    from detectron2.data import MetadataCatalog
+
+    from d2seg.evaluation.panoptic_evaluator import PQ_JSON, PREDICTIONS_DIR, PREDICTIONS_JSON
+    from d2seg.evaluation.panoptic_quality import read_results, write_pq_report
+    from d2seg.io.json import read_json
+
+    meta = MetadataCatalog.get(dataset)
+    pq = read_results(folder / PQ_JSON)
+    images = meta.get("image_root", None)
+    pictures = None
+    if images and os.path.isdir(images) and (folder / PREDICTIONS_JSON).is_file():
+        pictures = dict(images_dir=images, gt_json=meta.panoptic_json, gt_dir=meta.panoptic_root,
+                        pred_json=str(folder / PREDICTIONS_JSON),
+                        pred_dir=str(folder / PREDICTIONS_DIR))
+    write_pq_report(pq, read_json(meta.panoptic_json, "panoptic JSON file")["categories"],
+                    report_dir, pictures, worst=worst)
+    return str(report_dir)
 
 
 def _semantic_report_file(cfg) -> Path | None:
@@ -81,7 +122,7 @@ def _semantic_report(path: Path, report_dir: Path) -> str:
 
     from d2seg.evaluation import semantic_report
 
-    semantic_report.write_report(json.loads(path.read_text()), report_dir)
+    semantic_report.write_report(json.loads(path.read_text()), report_dir, source_dir=path.parent)
     return str(report_dir)
 
 

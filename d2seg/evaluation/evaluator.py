@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import os
 
+import numpy as np
 from detectron2.evaluation import COCOEvaluator, SemSegEvaluator
 from detectron2.utils import comm
 
@@ -88,14 +89,28 @@ class CocoEvaluator(COCOEvaluator):
 class SemSegReportEvaluator(SemSegEvaluator):
     """detectron2's SemSegEvaluator (same numbers), plus what the report needs: each image's
     mIoU and pixel accuracy and the class confusion matrix, kept as ``sem_seg_report.json`` in
-    the output folder (d2seg.evaluation.semantic_report)."""
+    the output folder (d2seg.evaluation.semantic_report), and the predicted label maps of the
+    worst images by mIoU (``sem_seg_worst/*.png``), so that the report can draw them."""
+
+    def __init__(self, *args, worst: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        from detectron2.data import MetadataCatalog
+
+        from d2seg.evaluation import semantic_report
+
+        self._worst_count = semantic_report.WORST if worst is None else worst
+        meta = MetadataCatalog.get(self._dataset_name)
+        colours = meta.get("stuff_colors", None)
+        self._class_colors = [list(map(int, c)) for c in colours] \
+            if colours is not None and len(colours) == self._num_classes else None
 
     def reset(self):
         super().reset()
         self._per_image: list[dict] = []
+        self._worst: list[tuple] = []  # (sort key, input file name, predicted label map)
 
     def process(self, inputs, outputs):
-        from d2seg.evaluation.semantic_report import image_scores
+        from d2seg.evaluation.semantic_report import image_scores, worst_key
 
         n = self._num_classes
         for inp, out in zip(inputs, outputs):
@@ -104,23 +119,53 @@ class SemSegReportEvaluator(SemSegEvaluator):
             # detectron2's matrix: rows prediction, columns ground truth, last row/column the
             # ignore label; this image's share, turned to rows ground truth
             image = (self._conf_matrix - before)[:n, :n].T
-            self._per_image.append({"file_name": os.path.basename(inp.get("file_name", "")),
-                                    **image_scores(image)})
+            row = {"file_name": os.path.basename(inp.get("file_name", "")), **image_scores(image)}
+            self._per_image.append(row)
+            key = worst_key(row)
+            if self._worst_count > 0 and (len(self._worst) < self._worst_count
+                                          or key < self._worst[-1][0]):
+                pred = out["sem_seg"].argmax(dim=0).to(self._cpu_device).numpy()
+                self._worst.append((key, inp["file_name"], pred.astype(
+                    np.uint8 if n <= 256 else np.uint16)))
+                self._worst.sort(key=lambda w: w[0])
+                del self._worst[self._worst_count:]
 
     def evaluate(self):
         from d2seg.evaluation import semantic_report
 
         if self._distributed:
             per_image = list(itertools.chain(*comm.all_gather(self._per_image)))
+            worst = sorted(itertools.chain(*comm.all_gather(self._worst)), key=lambda w: w[0])
         else:
-            per_image = self._per_image
+            per_image, worst = self._per_image, self._worst
         results = super().evaluate()  # gathers the confusion matrix; None on other ranks
         if results is None or not comm.is_main_process():
             return results
         n = self._num_classes
-        report = semantic_report.build_report(self._conf_matrix[:n, :n].T, self._class_names,
-                                              per_image)
+        files = self._save_worst(worst[:self._worst_count]) if self._output_dir else {}
+        report = semantic_report.build_report(
+            self._conf_matrix[:n, :n].T, self._class_names, per_image, worst=self._worst_count,
+            worst_files=files, class_colors=self._class_colors, ignore_label=self._ignore_label)
         if self._output_dir:
             write_json_atomic(os.path.join(self._output_dir, semantic_report.REPORT_JSON), report,
                               indent=1)
         return results
+
+    def _save_worst(self, worst: list) -> dict:
+        """The worst images' predicted label maps as PNGs under the output folder; returns
+        file name -> {"image", "ground_truth", "prediction"} for the report."""
+        from d2seg.evaluation.semantic_report import WORST_PREDICTIONS
+        from d2seg.io.files import write_png_atomic
+
+        folder = os.path.join(self._output_dir, WORST_PREDICTIONS)
+        if os.path.isdir(folder):  # the previous evaluation's worst images
+            for old in os.listdir(folder):
+                if old.endswith(".png"):
+                    os.remove(os.path.join(folder, old))
+        files = {}
+        for rank, (key, file_name, pred) in enumerate(worst, 1):
+            name = f"{rank:02d}_{os.path.splitext(os.path.basename(file_name))[0]}.png"
+            write_png_atomic(os.path.join(folder, name), pred)
+            files[key[1]] = {"image": file_name, "ground_truth": self.input_file_to_gt_file[file_name],
+                             "prediction": f"{WORST_PREDICTIONS}/{name}"}
+        return files

@@ -263,7 +263,27 @@ def pq_compute_folders(gt_json, gt_folder, pred_json, pred_folder, categories=No
             results["per_class"] = per_class
     results["counts"] = {cat: {k: total[cat][k] for k in ("tp", "fp", "fn")}
                          for cat in categories if cat in total}
+    results["per_image"] = [dict(image_id=g["image_id"], file_name=g.get("file_name"),
+                                 **image_pq(stats, categories))
+                            for (g, _), stats in zip(pairs, per_image)]
     return results
+
+
+def image_pq(stats: dict, categories: dict) -> dict:
+    """PQ/SQ/RQ of one image (what ``pq_compute`` gives on a JSON holding only that image: the
+    mean over the categories with a segment in its ground truth or prediction), with ``n``
+    those categories and the image's tp/fp/fn counts."""
+    summary, _ = _average(_sum_like_reference([stats], 1), categories, None)
+    return {**summary, "tp": len(stats["matches"][0]), "fp": sum(stats["fp"].values()),
+            "fn": sum(stats["fn"].values())}
+
+
+def worst_images(results: dict, n: int) -> list[dict]:
+    """The ``n`` images with the lowest PQ (ties by image id), from ``results["per_image"]``;
+    an image without any segment (no category scored) comes last."""
+    rows = results.get("per_image") or []
+    return sorted(rows, key=lambda r: (r["pq"] if r["n"] else float("inf"),
+                                       str(r["image_id"])))[:n]
 
 
 def _run(jobs, workers: int, progress: bool | None) -> list[dict]:
@@ -314,18 +334,62 @@ def format_table(results: dict, categories: dict | list | None = None) -> str:
     return "\n".join(lines)
 
 
-def write_pq_report(results: dict, categories: list, out_dir) -> str:
-    """``pq.json`` (the results, with each category's name under ``category_names`` for the
-    report page) and ``pq.md`` in ``out_dir``, atomically; returns the Markdown."""
+def read_results(path) -> dict:
+    """A ``pq.json`` as :func:`pq_compute_folders` returned it (category ids back to ints)."""
+    pq = read_json(path, "PQ results file")
+    pq["per_class"] = {int(k): v for k, v in pq["per_class"].items()}
+    pq["counts"] = {int(k): v for k, v in pq.get("counts", {}).items()}
+    return pq
+
+
+WORST_PICTURES = "worst_panoptic"
+WORST = 8
+
+
+def write_pq_report(results: dict, categories: list, out_dir, pictures: dict | None = None,
+                    worst: int = WORST) -> str:
+    """``pq.json`` (the results, with each category's name and kind under ``category_names`` /
+    ``category_isthing`` and the ``worst`` images by PQ under ``worst_images``, for the report
+    page) and ``pq.md`` in ``out_dir``, atomically; returns the Markdown.
+
+    ``pictures``: where to find what to draw the worst images with ({"images_dir", "gt_json",
+    "gt_dir", "pred_json", "pred_dir"}); each is then drawn as ground truth | prediction under
+    ``out_dir/worst_panoptic/`` and its row gets ``png`` (relative to ``out_dir``), or
+    ``skipped`` with the reason."""
     from d2seg.io.files import write_json_atomic, write_text_atomic
 
     markdown = format_markdown(results, categories)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    named = {**results, "category_names": {str(c["id"]): c.get("name") for c in categories}}
+    rows = [dict(r) for r in worst_images(results, worst)]
+    if pictures and rows:
+        rows = _draw_worst(rows, pictures, categories, out_dir / WORST_PICTURES)
+    named = {**results, "category_names": {str(c["id"]): c.get("name") for c in categories},
+             "category_isthing": {str(c["id"]): int(c.get("isthing", 0)) for c in categories},
+             "worst_images": rows}
     write_json_atomic(out_dir / "pq.json", named, indent=1, default=float)
     write_text_atomic(out_dir / "pq.md", markdown)
     return markdown
+
+
+def _draw_worst(rows: list[dict], pictures: dict, categories: list, out_dir: Path) -> list[dict]:
+    from d2seg.errors import D2SegError
+    from d2seg.visualize.files import visualize_panoptic
+
+    if out_dir.is_dir():  # never leave an earlier report's pictures beside new ones
+        for old in out_dir.glob("*.png"):
+            old.unlink()
+    for row in rows:
+        try:
+            path, = visualize_panoptic(pictures["images_dir"], out_dir, pictures["gt_json"],
+                                       pictures["gt_dir"], pictures["pred_json"],
+                                       pictures["pred_dir"], categories=categories,
+                                       image_ids=[row["image_id"]], progress=False)
+        except D2SegError as e:
+            row["skipped"] = e.one_line()
+            continue
+        row["png"] = f"{out_dir.name}/{path.name}"
+    return rows
 
 
 def format_markdown(results: dict, categories: dict | list | None = None) -> str:

@@ -344,9 +344,32 @@ def per_class_section(run: RunFolder) -> str:
                         for n, v in r["per_class"].items()]
                 parts.append(f"<h3>{esc(t)}</h3>" + _table(["class", "AP"], rows, sortable=True,
                                                            table_id=f"per-class-{t}"))
+    if run.pq and isinstance(run.pq.get("per_class"), dict):
+        parts.append(_pq_per_class(run.pq))
+    parts = [p for p in parts if p]
     if not parts:
         return ""
     return f'<section id="per-class"><h2>Per class</h2>{"".join(parts)}</section>'
+
+
+def _pq_per_class(pq: dict) -> str:
+    """PQ/SQ/RQ and tp/fp/fn of each class with a segment in the ground truth or prediction."""
+    names, kinds, counts = (pq.get("category_names") or {}), (pq.get("category_isthing") or {}), \
+        (pq.get("counts") or {})
+    rows = []
+    for cat, r in pq["per_class"].items():
+        c = counts.get(str(cat)) or counts.get(cat) or {}
+        if not sum(c.values()):
+            continue
+        kind = {1: "thing", 0: "stuff"}.get(kinds.get(str(cat)), "-")
+        rows.append([names.get(str(cat)) or str(cat), kind, _cell(r.get("pq"), 1, 100),
+                     _cell(r.get("sq"), 1, 100), _cell(r.get("rq"), 1, 100),
+                     *[(str(c.get(k, 0)), c.get(k, 0)) for k in ("tp", "fp", "fn")]])
+    if not rows:
+        return ""
+    return ("<h3>panoptic quality per class (%)</h3>" + _table(
+        ["class", "kind", "PQ", "SQ", "RQ", "TP", "FP", "FN"], rows, sortable=True,
+        table_id="per-class-panoptic"))
 
 
 def plots_section(run: RunFolder) -> str:
@@ -404,7 +427,7 @@ def errors_section(run: RunFolder) -> str:
 def worst_section(run: RunFolder) -> str:
     a = run.analysis
     if not a or not a.get("worst"):
-        return _semantic_worst(run)
+        return _semantic_worst(run) + _panoptic_worst(run)
     from d2seg.analysis.draw import COLOURS, TAGS, colour_hex
 
     legend = "".join(f'<span style="--c:{colour_hex(k)}">{esc(TAGS[k])}: {esc(k)}</span>'
@@ -423,18 +446,48 @@ def worst_section(run: RunFolder) -> str:
             f", lowest AP50 first)</h2><div class=\"legend\">{legend}</div>"
             f'<p class="muted">left: ground truth, false negatives labelled "FN type"; right: '
             f"predictions scored at least {_fmt(a.get('draw_threshold'), 2)}, false positives "
-            f"labelled with their error type.</p>{''.join(figs)}</section>")
+            f"labelled with their error type.</p>{''.join(figs)}</section>" + _panoptic_worst(run))
+
+
+def _panoptic_worst(run: RunFolder) -> str:
+    """A panoptic run's worst images by PQ: their scores and, where drawn, ground truth |
+    prediction."""
+    rows = (run.pq or {}).get("worst_images")
+    if not rows or run.pq_dir is None:
+        return ""
+    table = [[w.get("file_name") or w.get("image_id"), _cell(w.get("pq"), 1, 100),
+              _cell(w.get("sq"), 1, 100), _cell(w.get("rq"), 1, 100), w.get("tp"), w.get("fp"),
+              w.get("fn")] for w in rows]
+    figs = [figure(run.pq_dir / w["png"], f"{w.get('file_name') or w.get('image_id')}: PQ "
+                   f"{_fmt(w.get('pq'), 1, 100)}, {w.get('tp')} matched, {w.get('fp')} false "
+                   f"positive, {w.get('fn')} missed segments")
+            for w in rows if w.get("png")]
+    return ('<section id="worst-panoptic" class="gallery"><h2>Worst images (panoptic, lowest PQ '
+            'first)</h2><p class="muted">PQ of each image alone (the mean over the classes with '
+            "a segment in its ground truth or prediction).</p>"
+            + _table(["image", "PQ", "SQ", "RQ", "TP", "FP", "FN"], table, table_id="worst-pq")
+            + ('<p class="muted">left: ground truth, right: prediction.</p>' + "".join(figs)
+               if any(figs) else "") + "</section>")
 
 
 def _semantic_worst(run: RunFolder) -> str:
-    """A semantic run's worst images by mIoU (named, with their scores)."""
+    """A semantic run's worst images by mIoU: their scores, and each drawn as ground truth |
+    prediction where the report folder has the picture."""
     sem = (run.eval_metrics or {}).get("sem_seg")
     if not isinstance(sem, dict) or not sem.get("worst_images"):
         return ""
     rows = [[w.get("file_name"), _cell(w.get("mIoU"), 1), _cell(w.get("pACC"), 1)]
             for w in sem["worst_images"]]
-    return ('<section id="worst"><h2>Worst images (sem_seg, lowest mIoU first)</h2>'
-            + _table(["image", "mIoU", "pixel accuracy"], rows) + "</section>")
+    figs = []
+    for w in sem["worst_images"]:
+        if w.get("png") and run.eval_dir is not None:
+            figs.append(figure(run.eval_dir / w["png"],
+                               f"{w.get('file_name')}: mIoU {_fmt(w.get('mIoU'), 1)}, "
+                               f"pixel accuracy {_fmt(w.get('pACC'), 1)}"))
+    return ('<section id="worst" class="gallery"><h2>Worst images (sem_seg, lowest mIoU first)'
+            '</h2>' + _table(["image", "mIoU", "pixel accuracy"], rows, table_id="worst-sem_seg")
+            + ('<p class="muted">left: ground truth, right: prediction, each class in its colour '
+               "and named once.</p>" + "".join(figs) if any(figs) else "") + "</section>")
 
 
 def config_section(run: RunFolder) -> str:
@@ -453,7 +506,7 @@ def build_html(run: RunFolder, title: str | None = None) -> str:
     sections = [s for s in sections if s]
     names = {"training": "Training", "metrics": "Metrics", "per-class": "Per class",
              "pr": "PR curves", "confusion": "Confusion", "errors": "Errors",
-             "worst": "Worst images", "config": "Config"}
+             "worst": "Worst images", "worst-panoptic": "Worst (PQ)", "config": "Config"}
     nav = "".join(f'<a href="#{k}">{v}</a>' for k, v in names.items()
                   if any(f'id="{k}"' in s for s in sections))
     csp = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "

@@ -34,6 +34,7 @@ class RunFolder:
     analysis_dir: Path | None = None
     summary: dict | None = None
     pq: dict | None = None                        # pq.json (panoptic quality)
+    pq_dir: Path | None = None
 
 
 def read_metrics_lines(path: Path) -> list[dict]:
@@ -91,7 +92,7 @@ def read_run(path, analysis_dir=None) -> RunFolder:
     for candidate in (path / "report", path):
         pq = _json(candidate / "pq.json")
         if isinstance(pq, dict) and isinstance(pq.get("All"), dict):
-            run.pq = pq
+            run.pq, run.pq_dir = pq, candidate
             break
     s = _json(path / "summary.json")
     run.summary = s if isinstance(s, dict) else None

@@ -70,12 +70,16 @@ def run_panoptic_demo(out_dir="runs/demo", max_iter: int | None = None, num_pict
     export_panoptic_predictions(cfg, str(out / "model_final.pth"), cfg.DATASETS.TEST[0], pred_json)
     pq = pq_compute_folders(meta.panoptic_json, meta.panoptic_root, pred_json, pred_json.with_suffix(""))
     write_pq_report(pq, read_json(meta.panoptic_json, "panoptic JSON file")["categories"],
-                    out / "report")
+                    out / "report", pictures=dict(
+                        images_dir=meta.image_root, gt_json=meta.panoptic_json,
+                        gt_dir=meta.panoptic_root, pred_json=str(pred_json),
+                        pred_dir=str(pred_json.with_suffix(""))))
     visualize_panoptic(meta.image_root, out / "pictures", gt_json=meta.panoptic_json, gt_dir=meta.panoptic_root,
                        pred_json=pred_json, n=num_pictures)
     summary = {group: {k: pq[group][k] for k in ("pq", "sq", "rq")} for group in ("All", "Things", "Stuff")}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    return {"metrics": summary, "output": str(out), "written": _run_report(write_run_report(cfg))}
+    return {"metrics": summary, "output": str(out),
+            "written": _run_report(write_run_report(cfg, panoptic=False))}
 
 
 def export_panoptic_predictions(cfg, weights: str, dataset: str, out_json: Path) -> dict:

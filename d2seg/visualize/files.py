@@ -185,11 +185,13 @@ def _find_image_for(images_dir: Path, png_name: str) -> Path:
 
 def visualize_panoptic(images_dir, out_dir, gt_json=None, gt_dir=None, pred_json=None,
                        pred_dir=None, *, n: int | None = None, alpha: float = 0.5,
-                       categories=None, progress: bool | None = None) -> list[Path]:
+                       categories=None, progress: bool | None = None,
+                       image_ids=None) -> list[Path]:
     """Write ``<out_dir>/<image stem>_panoptic.png``: ground truth | prediction panoptic maps.
 
     Each side is a COCO panoptic JSON and its PNG folder (default: the JSON's path without
     ``.json``). Categories come from ``categories``, the ground truth or the prediction JSON.
+    ``image_ids``: draw these images, in this order (default: all of the first side's, by id).
     """
     if gt_json is None and pred_json is None:
         raise D2SegError("nothing to draw",
@@ -212,7 +214,12 @@ def visualize_panoptic(images_dir, out_dir, gt_json=None, gt_dir=None, pred_json
     for _, data, _, _ in sides:
         for im in data.get("images", []):
             files.setdefault(im["id"], im["file_name"])
-    image_ids = sorted(sides[0][3])
+    if image_ids is None:
+        image_ids = sorted(sides[0][3])
+    else:
+        missing = [i for i in image_ids if i not in sides[0][3]]
+        if missing:
+            raise D2SegError(f"image id {missing[0]} is not in the {sides[0][0]} JSON")
     if n is not None:
         image_ids = image_ids[:n]
 

@@ -74,3 +74,67 @@ def run_folder(tmp_path_factory):
     analyze(str(root / "gt.json"), str(res), root / "analysis", images_dir=root / "images",
             worst=3)
     return root
+
+
+CAMVID_CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
+                  "Car", "Pedestrian", "Bicyclist"]
+CAMVID_IGNORE = 11
+
+
+def camvid_predictions(shared_data, count: int = 6):
+    """(image path, ground-truth path, ground truth, prediction) for the first ``count`` CamVid
+    val frames; each prediction is its ground truth shifted right by a different amount (the
+    ignored pixels predicted as class 0), so the frames score different mIoUs."""
+    folder = shared_data / "camvid_val"
+    out = []
+    for k, image in enumerate(sorted((folder / "val").glob("*.png"))[:count]):
+        gt_path = folder / "valannot" / image.name
+        gt = cv2.imread(str(gt_path), cv2.IMREAD_UNCHANGED).astype(np.int64)
+        shift = [3, 40, 0, 90, 12, 25][k % 6] + k // 6
+        pred = np.roll(gt, shift, axis=1)
+        pred[pred == CAMVID_IGNORE] = 0
+        out.append((image, gt_path, gt, pred))
+    return out
+
+
+@pytest.fixture
+def semantic_run(shared_data, tmp_path):
+    """A semantic run folder: d2seg's SemSegReportEvaluator fed 6 CamVid frames and shifted
+    ground truth as predictions (a registered dataset, one-hot logits), then report/ written by
+    semantic_report.write_report as d2seg train and d2seg eval do. Returns (folder, frames)."""
+    import torch
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from d2seg.evaluation import semantic_report
+    from d2seg.evaluation.evaluator import SemSegReportEvaluator
+
+    frames = camvid_predictions(shared_data)
+    name = "report_test_camvid"
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    records = [{"file_name": str(image), "sem_seg_file_name": str(gt_path), "height": gt.shape[0],
+                "width": gt.shape[1], "image_id": k}
+               for k, (image, gt_path, gt, _) in enumerate(frames)]
+    DatasetCatalog.register(name, lambda: records)
+    rng = np.random.default_rng(0)
+    MetadataCatalog.get(name).set(stuff_classes=CAMVID_CLASSES, ignore_label=CAMVID_IGNORE,
+                                  evaluator_type="sem_seg",
+                                  stuff_colors=rng.integers(0, 255, (11, 3)).tolist())
+    try:
+        root = tmp_path / "semantic_run"
+        evaluator = SemSegReportEvaluator(name, distributed=False,
+                                          output_dir=str(root / "eval" / name), worst=4)
+        evaluator.reset()
+        for record, (_, _, _, pred) in zip(records, frames):
+            logits = torch.nn.functional.one_hot(torch.from_numpy(pred), len(CAMVID_CLASSES))
+            evaluator.process([record], [{"sem_seg": logits.permute(2, 0, 1).float()}])
+        evaluator.evaluate()
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    source = root / "eval" / name
+    report = json.loads((source / semantic_report.REPORT_JSON).read_text())
+    semantic_report.write_report(report, root / "report", source_dir=source)
+    (root / "config.yaml").write_text("MODEL:\n  META_ARCHITECTURE: SemanticSegmentor\n")
+    return root, frames
