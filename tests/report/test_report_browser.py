@@ -139,3 +139,68 @@ def test_a_trained_runs_report_in_headless_chromium(browser, tmp_path):
     assert images and all(complete and width > 0 for _, complete, width in images), images
     page.screenshot(path=str(tmp_path / "trained_run_report.png"), full_page=True)
     assert problems == []
+
+
+def _all_images_loaded(page):
+    images = page.eval_on_selector_all(
+        "img", "imgs => imgs.map(i => [i.alt, i.complete, i.naturalWidth])")
+    assert images and all(complete and width > 0 for _, complete, width in images), images
+    return images
+
+
+def test_semantic_report_gallery_in_headless_chromium(semantic_run, browser, tmp_path):
+    """A semantic run's report: the worst-images table lists the frames in the order of
+    report/metrics.json, each worst image's ground truth | prediction drawing loads, the
+    per-class IoU table sorts, no console error."""
+    import json
+
+    root, _ = semantic_run
+    assert main(["report", str(root)]) == 0
+    worst = json.loads((root / "report" / "metrics.json").read_text())["sem_seg"]["worst_images"]
+    page, problems = _open(browser, (root / "report.html").resolve().as_uri(), 1280)
+    images = _all_images_loaded(page)
+    drawn = [alt for alt, _, _ in images if alt.startswith("0016E5_")]
+    assert [alt.split(":")[0] for alt in drawn] == [w["file_name"] for w in worst]
+    assert [r for r in _column(page, "#worst-sem_seg", 0)] == [w["file_name"] for w in worst]
+    table = "#per-class-sem_seg"
+    page.click(f"{table} thead th:nth-child(2)")  # IoU
+    values = [float(v) for v in _column(page, table, 1) if v != "-"]
+    assert values == sorted(values)
+    page.screenshot(path=str(tmp_path / "semantic_report.png"), full_page=True)
+    assert problems == []
+
+
+def test_panoptic_eval_report_in_headless_chromium(shared_data, browser, tmp_path):
+    """d2seg eval on the panopticapi sample (ground truth against itself with one segment of
+    each image dropped) with --images: report.html's worst-PQ drawings load, the per-class PQ
+    table sorts by PQ, no console error."""
+    import json
+
+    import numpy as np
+
+    from d2seg.panoptic.export import write_panoptic_png
+    from d2seg.panoptic.png import read_panoptic_png
+
+    root = shared_data / "panopticapi_sample" / "sample_data"
+    gt = json.loads((root / "panoptic_examples.json").read_text())
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    for ann in gt["annotations"]:
+        ids = read_panoptic_png(root / "panoptic_examples" / ann["file_name"]).astype(np.int64)
+        dropped = ann["segments_info"].pop(0)
+        ids[ids == dropped["id"]] = 0
+        write_panoptic_png(pred_dir / ann["file_name"], ids)
+    (tmp_path / "pred.json").write_text(json.dumps(gt))
+    out = tmp_path / "o"
+    assert main(["eval", "--panoptic-gt-json", str(root / "panoptic_examples.json"),
+                 "--panoptic-pred-json", str(tmp_path / "pred.json"), "--images",
+                 str(root / "input_images"), "--out", str(out), "--workers", "1"]) == 0
+    page, problems = _open(browser, (out / "report.html").resolve().as_uri(), 1280)
+    images = _all_images_loaded(page)
+    assert len([alt for alt, _, _ in images if alt.startswith("000000")]) == 2
+    table = "#per-class-panoptic"
+    page.click(f"{table} thead th:nth-child(3)")  # PQ
+    values = [float(v) for v in _column(page, table, 2)]
+    assert values == sorted(values) and values[0] < 100.0
+    page.screenshot(path=str(tmp_path / "panoptic_report.png"), full_page=True)
+    assert problems == []
