@@ -178,6 +178,14 @@ def test_config_trains_evaluates_and_reports_true_miou(name, demo_subsets, tmp_p
         assert per_image[name]["mIoU"] == pytest.approx(100 * m, abs=1e-6), name
         assert per_image[name]["pACC"] == pytest.approx(100 * p, abs=1e-6), name
     assert [r["mIoU"] for r in report["per_image"]] == sorted(r["mIoU"] for r in report["per_image"])
+    # the worst image listed is the lowest brute-force mIoU; its prediction drawn beside the
+    # ground truth, the label map the evaluator kept equal to the model's prediction
+    brute = {n: _brute_force_scores([p], [g], NUM_CLASSES, IGNORE)[0] for n, p, g in zip(names, preds, gts)}
+    first = report["worst_images"][0]
+    assert brute[first["file_name"]] == pytest.approx(min(brute.values()), abs=1e-12)
+    kept = np.array(Image.open(tmp_path / "eval" / VAL_SUBSET / first["prediction"]))
+    assert np.array_equal(kept, preds[names.index(first["file_name"])])
+    assert all((tmp_path / "report" / w["png"]).is_file() for w in report["worst_images"])
     for k, (cls, c) in enumerate(report["per_class"].items()):
         inter = sum(int(np.sum((p == k) & (g == k))) for p, g in zip(preds, gts))
         union = sum(int(np.sum(((p == k) | (g == k)) & (g != IGNORE))) for p, g in zip(preds, gts))
