@@ -3,7 +3,8 @@
 ``RUN/metrics.json``          one JSON object per line (losses, lr, validation metrics)
 ``RUN/config.yaml``           the config used
 ``RUN/report/``               eval's metrics.json / metrics.md (COCO AP, or semantic mIoU),
-                              pr_curves_*.png, confusion_*.png, pq.json (panoptic quality)
+                              pr_curves_*.png, confusion_*.png, worst_sem_seg/*.png (semantic),
+                              pq.json (panoptic quality, per image), worst_panoptic/*.png
 ``RUN/analysis/`` (or ``RUN/report/analysis/``)  analyze's analysis.json, plots, worst/*.png
 """
 
