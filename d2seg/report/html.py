@@ -220,6 +220,13 @@ def training_section(run: RunFolder) -> str:
            and k.split("/")[1] in ("AP", "AP50", "AP75", "mIoU", "fwIoU", "PQ", "SQ", "RQ")]
     charts = [line_chart("losses", _series(rows, losses), y_label="loss"),
               line_chart("learning rate", _series(rows, ["lr"]), y_label="lr")]
+    # TEST.VAL_LOSS_PERIOD's losses on the test split (d2seg.engine.hooks.ValidationLoss)
+    if "val_total_loss" in keys:
+        charts.append(line_chart("training and validation loss",
+                                 _series(rows, ["total_loss", "val_total_loss"]), y_label="loss"))
+    val_parts = [k for k in keys if k.startswith("val_loss")]
+    if val_parts:
+        charts.append(line_chart("validation losses", _series(rows, val_parts), y_label="loss"))
     by_task = {}
     for k in val:
         by_task.setdefault(k.split("/")[0], []).append(k)
