@@ -66,3 +66,85 @@ def test_no_drawing_without_plots(semantic_run, tmp_path):
     assert "worst" not in written and not (tmp_path / "out" / "worst_sem_seg").exists()
     rows = json.loads((tmp_path / "out" / "metrics.json").read_text())["sem_seg"]["worst_images"]
     assert rows and not any("png" in r for r in rows)
+
+
+# 2 processes (torchrun, gloo), each feeding the evaluator its share of the CamVid frames with
+# shifted ground truth as predictions (the shifts of conftest.camvid_predictions)
+EVAL_2 = """
+import json, os, sys
+from pathlib import Path
+import cv2, numpy as np, torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils import comm
+from d2seg.engine.launch import init_from_env
+from d2seg.evaluation.evaluator import SemSegReportEvaluator
+init_from_env("cpu")
+folder, out = Path(sys.argv[1]), sys.argv[2]
+records, preds = [], []
+for k, image in enumerate(sorted((folder / "val").glob("*.png"))[:6]):
+    gt_path = folder / "valannot" / image.name
+    gt = cv2.imread(str(gt_path), cv2.IMREAD_UNCHANGED).astype(np.int64)
+    pred = np.roll(gt, [3, 40, 0, 90, 12, 25][k], axis=1)
+    pred[pred == 11] = 0
+    records.append({"file_name": str(image), "sem_seg_file_name": str(gt_path),
+                    "height": gt.shape[0], "width": gt.shape[1], "image_id": k})
+    preds.append(pred)
+DatasetCatalog.register("camvid6", lambda: records)
+MetadataCatalog.get("camvid6").set(stuff_classes=[str(c) for c in range(11)], ignore_label=11,
+                                   evaluator_type="sem_seg")
+evaluator = SemSegReportEvaluator("camvid6", distributed=True, output_dir=out, worst=4)
+evaluator.reset()
+rank, world = comm.get_rank(), comm.get_world_size()
+assert world == 2
+for record, pred in list(zip(records, preds))[rank::world]:
+    logits = torch.nn.functional.one_hot(torch.from_numpy(pred), 11).permute(2, 0, 1).float()
+    evaluator.process([record], [{"sem_seg": logits}])
+evaluator.evaluate()
+comm.synchronize()
+"""
+
+
+@pytest.mark.slow
+def test_two_process_evaluation_finds_the_worst_images_of_every_rank(shared_data, tmp_path):
+    """The same 6 frames split over 2 evaluation processes (rank 0: frames 0, 2, 4; rank 1:
+    1, 3, 5): the report lists the 4 lowest brute-force per-image mIoUs over all 6, in order,
+    and keeps each one's predicted label map, whichever rank scored it."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    script = tmp_path / "eval2.py"
+    script.write_text(EVAL_2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "eval"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+         str(port), str(script), str(shared_data / "camvid_val"), str(out)],
+        env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+    from d2seg.evaluation import semantic_report
+
+    frames = []
+    for k, image in enumerate(sorted((shared_data / "camvid_val" / "val").glob("*.png"))[:6]):
+        gt = cv2.imread(str(shared_data / "camvid_val" / "valannot" / image.name),
+                        cv2.IMREAD_UNCHANGED).astype(np.int64)
+        pred = np.roll(gt, [3, 40, 0, 90, 12, 25][k], axis=1)
+        pred[pred == IGNORE] = 0
+        frames.append((image.name, gt, pred))
+    scores = {name: _brute_force_miou(gt, pred) for name, gt, pred in frames}
+    ranked = sorted(scores, key=scores.get)
+    sem = json.loads((out / semantic_report.REPORT_JSON).read_text())["sem_seg"]
+    assert sorted(r["file_name"] for r in sem["per_image"]) == sorted(scores)
+    worst = sem["worst_images"]
+    assert [w["file_name"] for w in worst] == ranked[:4]
+    shares = {name: k % 2 for k, (name, _, _) in enumerate(frames)}
+    assert {shares[w["file_name"]] for w in worst} == {0, 1}  # both ranks' images among them
+    preds = {name: pred for name, _, pred in frames}
+    for w in worst:
+        assert w["mIoU"] == pytest.approx(scores[w["file_name"]], abs=1e-9)
+        kept = cv2.imread(str(out / w["prediction"]), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(kept, preds[w["file_name"]]), w["file_name"]
