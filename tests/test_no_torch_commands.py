@@ -51,6 +51,12 @@ def mini(tmp_path_factory):
     return root
 
 
+def _demo_val() -> Path:
+    from d2seg.data.demo import ensure_demo
+
+    return ensure_demo() / "val"
+
+
 def _probe(args, cwd):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cwd, env=env,
@@ -82,6 +88,9 @@ COMMANDS = {
                                         "--panoptic-gt-json", str(m / "panoptic.json"),
                                         "--panoptic-gt-dir", str(m / "panoptic"), "--workers", "1",
                                         "--out", str(m / "out" / "pq")],
+    "eval semantic label folder": lambda m: [
+        "eval", "--sem-seg-pred-dir", str(_demo_val() / "semantic"), "--dataset",
+        "demo_semseg_val", "--out", str(m / "out" / "sem")],
     "panoptic pq": lambda m: ["panoptic", "pq", "--gt-json", str(m / "panoptic.json"), "--gt-dir",
                               str(m / "panoptic"), "--pred-json", str(m / "panoptic.json"),
                               "--pred-dir", str(m / "panoptic"), "--workers", "1", "--quiet"],

@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
                      help="COCO panoptic predictions (PQ against --panoptic-gt-json or --dataset)")
     src.add_argument("--panoptic-pred-dir", metavar="DIR",
                      help="their PNGs (default: the JSON's path without .json)")
+    src.add_argument("--sem-seg-pred-dir", metavar="DIR",
+                     help="label PNGs (class ids, named as the ground-truth PNGs) scored against "
+                          "a semantic --dataset: mIoU, per-class IoU, confusion, worst images")
     p.add_argument("--gt", metavar="JSON", help="COCO instances ground truth")
     p.add_argument("--panoptic-gt-json", metavar="JSON", help="COCO panoptic ground truth")
     p.add_argument("--panoptic-gt-dir", metavar="DIR",
@@ -52,7 +55,8 @@ def run(args) -> int:
     panoptic_files = args.panoptic_pred_json or args.panoptic_gt_json
     sources = [name for name, given in (("--results", args.results),
                                         ("--config-file", args.config_file),
-                                        ("--panoptic-pred-json", panoptic_files)) if given]
+                                        ("--panoptic-pred-json", panoptic_files),
+                                        ("--sem-seg-pred-dir", args.sem_seg_pred_dir)) if given]
     if len(sources) > 1:
         raise D2SegError(f"{' and '.join(sources)} are different ways to evaluate",
                          hint="give one of them")
@@ -60,11 +64,13 @@ def run(args) -> int:
         raise D2SegError(f"config overrides ({args.opts[0]} ...) need --config-file")
     if panoptic_files:
         return _run_panoptic_files(args)
+    if args.sem_seg_pred_dir:
+        return _run_semantic_files(args)
     if args.config_file:
         return _run_model(args)
     if not args.results:
         raise D2SegError("nothing to evaluate", hint="give --results JSON, --panoptic-pred-json "
-                         "JSON, or --config-file and --weights")
+                         "JSON, --sem-seg-pred-dir DIR, or --config-file and --weights")
     return _report_coco(args, args.results, _ground_truth(args))
 
 
@@ -190,6 +196,32 @@ def _run_panoptic_files(args) -> int:
         images_dir=images, gt_json=gt_json, gt_dir=gt_dir, pred_json=args.panoptic_pred_json,
         pred_dir=pred_dir)
     _write_pq_report(results, _categories(gt_json), args.out, pictures)
+    return 0
+
+
+def _run_semantic_files(args) -> int:
+    """mIoU and the semantic report of a folder of label PNGs against a semantic dataset."""
+    from d2seg.evaluation import semantic_report
+    from d2seg.report import write_report
+
+    if not args.dataset:
+        raise D2SegError("--sem-seg-pred-dir needs the ground truth",
+                         hint="give --dataset NAME (a sem_seg dataset)")
+    meta = _ground_truth_metadata(args.dataset, ("sem_seg_root", "image_root"))
+    if meta.get("evaluator_type", None) != "sem_seg" or not meta.get("sem_seg_root", None):
+        raise D2SegError(f"dataset {args.dataset!r} has no semantic labels", where="--dataset",
+                         hint="use a sem_seg dataset")
+    images = None if args.no_plots else _image_root(args)
+    report = semantic_report.evaluate_folders(
+        meta.get("sem_seg_root"), args.sem_seg_pred_dir, list(meta.get("stuff_classes")),
+        meta.get("ignore_label", 255), images_dir=images,
+        class_colors=meta.get("stuff_colors", None))
+    written = semantic_report.write_report(report, args.out, plots=not args.no_plots,
+                                           source_dir=args.sem_seg_pred_dir)
+    written["html"] = str(write_report(args.out))
+    print(semantic_report.markdown(report).split("\n\n")[0])
+    print(f"written: {', '.join(sorted(os.path.basename(p) for p in written.values()))} "
+          f"in {args.out}")
     return 0
 
 

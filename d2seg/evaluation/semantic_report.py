@@ -142,10 +142,7 @@ def draw_worst(sem: dict, source_dir, out_dir) -> list[dict]:
             image = read_image(row["image"], "BGR")
             labels = []
             for path in (row["ground_truth"], os.path.join(source_dir, row["prediction"])):
-                m = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-                if m is None or m.ndim != 2:
-                    raise D2SegError("not a single-channel label PNG", file=str(path))
-                labels.append(m.astype(np.int64))
+                labels.append(read_labels(path))
             if labels[0].shape != image.shape[:2] or labels[1].shape != image.shape[:2]:
                 raise D2SegError(f"label maps {labels[0].shape}/{labels[1].shape} differ from the "
                                  f"image {image.shape[:2]}", file=str(row["image"]))
@@ -168,6 +165,73 @@ def draw_worst(sem: dict, source_dir, out_dir) -> list[dict]:
         drawn.append(dict(row, png=f"{os.path.basename(os.path.normpath(out_dir))}/"
                                    f"{os.path.basename(target)}"))
     return drawn
+
+
+def read_labels(path) -> np.ndarray:
+    """A label PNG as (H, W) int64 class ids, read as detectron2's SemSegEvaluator reads it
+    (PIL: a palette PNG gives its indices)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from d2seg.errors import D2SegError
+
+    try:
+        with Image.open(path) as im:
+            labels = np.array(im, dtype=np.int64)
+    except (OSError, UnidentifiedImageError) as e:
+        raise D2SegError(f"cannot read the label PNG: {e}", file=str(path)) from None
+    if labels.ndim != 2:
+        raise D2SegError(f"a label PNG must have one channel, this one has shape {labels.shape}",
+                         file=str(path))
+    return labels
+
+
+def evaluate_folders(gt_dir, pred_dir, class_names: list[str], ignore_label: int | None = 255,
+                     images_dir=None, class_colors: list | None = None,
+                     worst: int = WORST) -> dict:
+    """The report of label PNGs in ``pred_dir`` against the ground-truth label PNGs of
+    ``gt_dir``, paired by file name (``d2seg predict`` writes ``semantic/<image stem>.png``);
+    the same metrics and per-image rows as :class:`SemSegReportEvaluator`'s. With
+    ``images_dir`` (the images, by stem) the worst images can be drawn by :func:`write_report`
+    with ``source_dir=pred_dir``."""
+    from pathlib import Path
+
+    from d2seg.errors import D2SegError
+
+    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
+    for folder, what in ((gt_dir, "ground-truth label"), (pred_dir, "prediction")):
+        if not folder.is_dir():
+            raise D2SegError(f"no {what} folder", file=str(folder))
+    gts = sorted(gt_dir.glob("*.png"))
+    if not gts:
+        raise D2SegError("no label PNGs in the ground-truth folder", file=str(gt_dir))
+    images = {}
+    if images_dir is not None:
+        for path in sorted(Path(images_dir).iterdir()):
+            images.setdefault(path.stem, path)
+    n = len(class_names)
+    total = np.zeros((n, n), np.int64)
+    rows, files = [], {}
+    for gt_path in gts:
+        pred_path = pred_dir / gt_path.name
+        if not pred_path.is_file():
+            raise D2SegError(f"no prediction for {gt_path.name}", file=str(pred_dir),
+                             hint="give a PNG of class ids per ground-truth image, with its name")
+        confusion = SemanticConfusion(n, ignore_label)
+        try:
+            confusion.update(read_labels(gt_path), read_labels(pred_path))
+        except D2SegError as e:
+            if e.file:
+                raise
+            raise D2SegError(e.reason, file=str(pred_path), hint=e.hint) from None
+        total += confusion.matrix
+        image = images.get(gt_path.stem)
+        name = image.name if image is not None else gt_path.name
+        rows.append({"file_name": name, **image_scores(confusion.matrix)})
+        if image is not None:
+            files[name] = {"image": str(image), "ground_truth": str(gt_path),
+                           "prediction": str(pred_path.resolve())}
+    return build_report(total, class_names, rows, worst=worst, worst_files=files,
+                        class_colors=class_colors, ignore_label=ignore_label)
 
 
 def _pct(v) -> float | None:

@@ -148,3 +148,58 @@ def test_two_process_evaluation_finds_the_worst_images_of_every_rank(shared_data
         assert w["mIoU"] == pytest.approx(scores[w["file_name"]], abs=1e-9)
         kept = cv2.imread(str(out / w["prediction"]), cv2.IMREAD_UNCHANGED)
         assert np.array_equal(kept, preds[w["file_name"]]), w["file_name"]
+
+
+def test_eval_of_label_pngs_equals_the_evaluator_and_brute_force(semantic_run, shared_data,
+                                                                  tmp_path, monkeypatch):
+    """d2seg eval --sem-seg-pred-dir on the same 6 CamVid frames and predictions as the
+    evaluator run (a sem_seg manifest over links to those frames): overall mIoU equal to a
+    brute-force count over all frames, per-image and per-class numbers equal to the
+    evaluator's report, the same worst images, drawn, and report.html with the gallery."""
+    from d2seg.cli.main import main
+    from d2seg.data import manifest as mf
+    from d2seg.data.register import unregister_manifest
+
+    root, frames = semantic_run
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for image, gt_path, gt, pred in frames:
+        (data / "images" / image.name).symlink_to(image)
+        (data / "labels" / gt_path.name).symlink_to(gt_path)
+        cv2.imwrite(str(preds / gt_path.name), pred.astype(np.uint8))
+    classes = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
+               "Car", "Pedestrian", "Bicyclist"]
+    manifest = tmp_path / "camvid6.yaml"
+    manifest.write_text(f"name: camvid6\nkind: sem_seg\nsplits:\n  val:\n    images: {data}/images\n"
+                        f"    sem_seg_root: {data}/labels\nclasses: {json.dumps(classes)}\n"
+                        f"ignore_label: {IGNORE}\n")
+    monkeypatch.setenv("D2SEG_CACHE", str(tmp_path / "cache"))
+    mf.register_manifest(mf.load_manifest(manifest))
+    try:
+        out = tmp_path / "out"
+        assert main(["eval", "--sem-seg-pred-dir", str(preds), "--dataset", "camvid6_val",
+                     "--out", str(out)]) == 0
+    finally:
+        unregister_manifest("camvid6")
+    sem = json.loads((out / "metrics.json").read_text())["sem_seg"]
+    ref = json.loads((root / "report" / "metrics.json").read_text())["sem_seg"]
+
+    inter = np.zeros(NUM_CLASSES)
+    union = np.zeros(NUM_CLASSES)
+    for _, _, gt, pred in frames:
+        valid = gt != IGNORE
+        for c in range(NUM_CLASSES):
+            inter[c] += np.sum((gt == c) & (pred == c) & valid)
+            union[c] += np.sum(((gt == c) | (pred == c)) & valid)
+    assert sem["mIoU"] == pytest.approx(100 * np.mean(inter[union > 0] / union[union > 0]),
+                                        abs=1e-9)
+    for key in ("mIoU", "fwIoU", "mACC", "pACC", "per_class", "confusion", "per_image"):
+        assert sem[key] == ref[key], key
+    assert [w["file_name"] for w in sem["worst_images"]][:4] == \
+        [w["file_name"] for w in ref["worst_images"]]
+    assert all((out / w["png"]).is_file() for w in sem["worst_images"])
+    page = (out / "report.html").read_text()
+    assert page.count('alt="0016E5_') == len(sem["worst_images"])
