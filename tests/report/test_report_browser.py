@@ -141,6 +141,16 @@ def test_a_trained_runs_report_in_headless_chromium(browser, tmp_path):
     assert problems == []
 
 
+def _fits_a_phone(browser, report, screenshot):
+    """At 390 px nothing is wider than the screen (tables scroll inside their boxes) and the
+    images still load."""
+    phone, problems = _open(browser, report.resolve().as_uri(), 390)
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    _all_images_loaded(phone)
+    phone.screenshot(path=str(screenshot), full_page=False)
+    assert problems == []
+
+
 def _all_images_loaded(page):
     images = page.eval_on_selector_all(
         "img", "imgs => imgs.map(i => [i.alt, i.complete, i.naturalWidth])")
@@ -151,7 +161,7 @@ def _all_images_loaded(page):
 def test_semantic_report_gallery_in_headless_chromium(semantic_run, browser, tmp_path):
     """A semantic run's report: the worst-images table lists the frames in the order of
     report/metrics.json, each worst image's ground truth | prediction drawing loads, the
-    per-class IoU table sorts, no console error."""
+    per-class IoU table sorts, no console error, and it fits a phone-width screen."""
     import json
 
     root, _ = semantic_run
@@ -168,12 +178,13 @@ def test_semantic_report_gallery_in_headless_chromium(semantic_run, browser, tmp
     assert values == sorted(values)
     page.screenshot(path=str(tmp_path / "semantic_report.png"), full_page=True)
     assert problems == []
+    _fits_a_phone(browser, root / "report.html", tmp_path / "semantic_phone.png")
 
 
 def test_panoptic_eval_report_in_headless_chromium(shared_data, browser, tmp_path):
     """d2seg eval on the panopticapi sample (ground truth against itself with one segment of
     each image dropped) with --images: report.html's worst-PQ drawings load, the per-class PQ
-    table sorts by PQ, no console error."""
+    table sorts by PQ, no console error, and it fits a phone-width screen."""
     import json
 
     import numpy as np
@@ -204,3 +215,4 @@ def test_panoptic_eval_report_in_headless_chromium(shared_data, browser, tmp_pat
     assert values == sorted(values) and values[0] < 100.0
     page.screenshot(path=str(tmp_path / "panoptic_report.png"), full_page=True)
     assert problems == []
+    _fits_a_phone(browser, out / "report.html", tmp_path / "panoptic_phone.png")
