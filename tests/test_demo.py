@@ -104,7 +104,7 @@ def test_panoptic_training_writes_a_pq_report(tmp_path):
     demo's): report/pq.json holds the PQ panopticapi computes from the predictions the last
     evaluation kept, and report.html the per-class PQ table and the worst images by PQ, drawn."""
     from d2seg.data.demo import ensure_demo
-    from d2seg.demo import PANOPTIC_CONFIG, _schedule
+    from d2seg.runners.demo import PANOPTIC_CONFIG, _schedule
     from d2seg.engine import run as engine
     from d2seg.evaluation.panoptic_evaluator import PREDICTIONS_DIR, PREDICTIONS_JSON
 

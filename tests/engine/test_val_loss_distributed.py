@@ -109,7 +109,7 @@ def _write_dataset(root: Path) -> list:
 def _config():
     """A tiny GroupNorm Mask R-CNN (MobileNet-V3-small FPN); test images are not resized."""
     from d2seg.config import add_d2seg_config
-    from d2seg.diagnostics import tiny_mask_rcnn_cfg
+    from d2seg.runners.diagnostics import tiny_mask_rcnn_cfg
 
     cfg = add_d2seg_config(tiny_mask_rcnn_cfg("cpu", 64))
     cfg.MODEL.BACKBONE.NAME = "build_torchvision_fpn_backbone"

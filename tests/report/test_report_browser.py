@@ -190,7 +190,7 @@ def test_panoptic_eval_report_in_headless_chromium(shared_data, browser, tmp_pat
     import numpy as np
 
     from d2seg.panoptic.export import write_panoptic_png
-    from d2seg.panoptic.png import read_panoptic_png
+    from d2seg.io.panoptic_png import read_panoptic_png
 
     root = shared_data / "panopticapi_sample" / "sample_data"
     gt = json.loads((root / "panoptic_examples.json").read_text())
