@@ -168,21 +168,11 @@ def draw_worst(sem: dict, source_dir, out_dir) -> list[dict]:
 
 
 def read_labels(path) -> np.ndarray:
-    """A label PNG as (H, W) int64 class ids, read as detectron2's SemSegEvaluator reads it
-    (PIL: a palette PNG gives its indices)."""
-    from PIL import Image, UnidentifiedImageError
+    """A label PNG as (H, W) int64 class ids (:func:`d2seg.io.labels.read_label_png`: palette
+    indices as detectron2's SemSegEvaluator reads them)."""
+    from d2seg.io.labels import read_label_png
 
-    from d2seg.errors import D2SegError
-
-    try:
-        with Image.open(path) as im:
-            labels = np.array(im, dtype=np.int64)
-    except (OSError, UnidentifiedImageError) as e:
-        raise D2SegError(f"cannot read the label PNG: {e}", file=str(path)) from None
-    if labels.ndim != 2:
-        raise D2SegError(f"a label PNG must have one channel, this one has shape {labels.shape}",
-                         file=str(path))
-    return labels
+    return read_label_png(path).astype(np.int64)
 
 
 def evaluate_folders(gt_dir, pred_dir, class_names: list[str], ignore_label: int | None = 255,

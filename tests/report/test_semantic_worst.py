@@ -158,7 +158,7 @@ def test_eval_of_label_pngs_equals_the_evaluator_and_brute_force(semantic_run, s
     evaluator's report, the same worst images, drawn, and report.html with the gallery."""
     from d2seg.cli.main import main
     from d2seg.data import manifest as mf
-    from d2seg.data.register import unregister_manifest
+    from d2seg.data.register import register_manifest, unregister_manifest
 
     root, frames = semantic_run
     data = tmp_path / "data"
@@ -177,7 +177,7 @@ def test_eval_of_label_pngs_equals_the_evaluator_and_brute_force(semantic_run, s
                         f"    sem_seg_root: {data}/labels\nclasses: {json.dumps(classes)}\n"
                         f"ignore_label: {IGNORE}\n")
     monkeypatch.setenv("D2SEG_CACHE", str(tmp_path / "cache"))
-    mf.register_manifest(mf.load_manifest(manifest))
+    register_manifest(mf.load_manifest(manifest))
     try:
         out = tmp_path / "out"
         assert main(["eval", "--sem-seg-pred-dir", str(preds), "--dataset", "camvid6_val",
