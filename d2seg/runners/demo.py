@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the checkout's: a wheel has none
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the checkout's: a wheel has none
 INSTANCE_CONFIG = CONFIGS / "instance" / "mask_rcnn_MNV2_FPN_cpu_quick.yaml"
 PANOPTIC_CONFIG = CONFIGS / "panoptic" / "panoptic_fpn_MNV2_cpu_quick.yaml"
 
