@@ -6,8 +6,9 @@ FORMATS = ("onnx",)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="export a trained Mask R-CNN to ONNX (served by "
-                                      "d2seg predict --model / d2seg.deploy.load, no torch)")
+    p = sub.add_parser("export", help="export a trained Mask R-CNN, Panoptic FPN or semantic "
+                                      "model to ONNX (served by d2seg predict --model / "
+                                      "d2seg.deploy.load, no torch)")
     p.add_argument("--config-file", required=True, metavar="YAML")
     p.add_argument("--weights", required=True, metavar="FILE", help="trained checkpoint (.pth)")
     p.add_argument("--dataset", metavar="NAME",
@@ -32,7 +33,7 @@ def run(args) -> int:
 
     register_datasets()
     overrides = list(args.opts)
-    names = category_ids = colors = None
+    names = category_ids = colors = stuff_names = stuff_colors = None
     if args.dataset:
         overrides += ["DATASETS.TRAIN", f"('{args.dataset}',)", "DATASETS.TEST", "()"]
     cfg = load_config(args.config_file, overrides + ["MODEL.DEVICE", "cpu"])
@@ -45,8 +46,12 @@ def run(args) -> int:
         if to_contiguous:
             by_index = {v: k for k, v in to_contiguous.items()}
             category_ids = [by_index[i] for i in range(len(by_index))]
+        stuff_names = meta.get("stuff_classes", None)
+        stuff_colors = meta.get("stuff_colors", None)
     meta = export_onnx(cfg, args.weights, args.out, class_names=names, category_ids=category_ids,
-                       colors_rgb=colors, dataset=args.dataset, check=not args.no_check)
-    print(f"exported {meta['architecture']} ({meta['classes']['count']} classes) to "
+                       colors_rgb=colors, stuff_names=stuff_names, stuff_colors_rgb=stuff_colors,
+                       dataset=args.dataset, check=not args.no_check)
+    count = (meta.get("classes") or meta["semantic_classes"])["count"]
+    print(f"exported {meta['architecture']} ({count} classes) to "
           f"{args.out}/model.onnx and model.json")
     return 0

@@ -11,6 +11,11 @@ def add_parser(sub) -> None:
     p.add_argument("--model", metavar="DIR",
                    help="an export folder from d2seg export (instead of --config-file/--weights; "
                         "runs on onnxruntime, without torch)")
+    p.add_argument("--backend", choices=("onnxruntime", "openvino"), default=None,
+                   help="with --model: the runtime (default onnxruntime; openvino needs "
+                        "pip install 'd2seg[openvino]')")
+    p.add_argument("--task", choices=("instances", "semantic", "panoptic"), default=None,
+                   help="with --model: the task the export must be of (an error otherwise)")
     p.add_argument("--dataset", metavar="NAME", help="registered dataset whose classes the model has")
     p.add_argument("--out", default="runs/predict", metavar="DIR")
     p.add_argument("--batch-size", type=int, default=4)
@@ -29,6 +34,10 @@ def run(args) -> int:
                              where="--model",
                              hint="drop --config-file/--weights/--dataset/--opts, or --model")
         return run_exported(args)
+    for flag, value in (("--backend", args.backend), ("--task", args.task)):
+        if value:
+            raise D2SegError(f"{flag} is for an exported model", where=flag,
+                             hint="use it with --model DIR (an export folder)")
     if not (args.config_file and args.weights):
         raise D2SegError("which model? pass --config-file YAML --weights FILE, or --model DIR "
                          "(an export folder)", where="d2seg predict")
@@ -72,11 +81,12 @@ def run_exported(args) -> int:
     from d2seg.deploy import load
     from d2seg.engine.predict import predict, summary_line
 
-    model = load(args.model)
+    model = load(args.model, task=args.task, backend=args.backend or "onnxruntime")
     summary = predict(None, args.inputs, args.out, batch_size=args.batch_size,
                       render=not args.no_render, score_thresh=args.score_thresh,
                       class_names=model.class_names,
                       contiguous_to_category=model.contiguous_to_category,
+                      stuff_names=model.stuff_names, stuff_colors=model.stuff_colors,
                       predictor=model.predict_batch)
     print(summary_line(summary))
     return 0

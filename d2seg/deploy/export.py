@@ -1,17 +1,27 @@
-"""Export a trained Mask R-CNN to an ONNX folder that ``d2seg.deploy.load`` serves without torch.
+"""Export a trained Mask R-CNN, Panoptic FPN or semantic segmentation model to an ONNX folder
+that ``d2seg.deploy.load`` serves without torch.
 
-The graph is detectron2's whole inference up to, not including, its post-processing: pixel
-normalisation, padding to the size divisibility, backbone, FPN, RPN (with its NMS), box head
-(score threshold, per-class NMS, top detections) and mask head. It is traced with detectron2's
-``TracingAdapter`` (which flattens Instances into tensors) and written by torch's TorchScript
-ONNX exporter (``dynamo=False``). Its input is the resized image, CHW uint8 in the model's
-channel order, any height and width; its outputs are ``boxes`` (N, 4) at the resized size,
-``classes``, ``scores`` and ``mask_probs`` (N, 1, 28, 28). The resize before and the box scaling
-and mask pasting after are d2seg's own numpy/OpenCV code (``d2seg.deploy.runtime``).
+The graph is detectron2's inference up to, not including, its post-processing: pixel
+normalisation, padding to the size divisibility, backbone (and FPN), then
+
+* Mask R-CNN: RPN (with its NMS), box head (score threshold, per-class NMS, top detections)
+  and mask head; outputs ``boxes`` (N, 4) at the resized size, ``classes``, ``scores`` and
+  ``mask_probs`` (N, 1, 28, 28);
+* a semantic model (SemanticSegmentor): the semantic head; output ``sem_seg_logits`` (K, H', W')
+  at the padded resized size;
+* Panoptic FPN: both of the above.
+
+It is traced with detectron2's ``TracingAdapter`` (which flattens Instances into tensors) and
+written by torch's TorchScript ONNX exporter (``dynamo=False``). Its input is the resized image,
+CHW uint8 in the model's channel order, any height and width. The resize before, and after it
+the box scaling, mask pasting, logits crop/resize/argmax and Panoptic FPN's combination of
+instances and semantic labels, are d2seg's own numpy/OpenCV code (``d2seg.deploy.runtime``,
+``d2seg.panoptic.combine_numpy``).
 
 model.json beside model.onnx records what a server needs: the task, class names, colours and
 dataset category ids, the input format (channel order, pixel mean/std, the resize rule, the
-size divisibility), the score/NMS thresholds, and the d2seg/torch/detectron2 versions.
+size divisibility), the score/NMS thresholds, the panoptic combination's thresholds, and the
+d2seg/torch/detectron2 versions.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from d2seg.deploy import FORMAT, FORMAT_VERSION
-from d2seg.deploy.runtime import OUTPUTS, resize_image, resized_shape
+from d2seg.deploy.runtime import resize_image, resized_shape
 from d2seg.errors import D2SegError
 from d2seg.io.files import open_temporary_beside, write_json_atomic, write_text_atomic
 
@@ -31,15 +41,27 @@ OPSET = 17
 # the flattened Instances fields TracingAdapter returns, in its (sorted) order, and our names
 _TRACED_FIELDS = {"pred_boxes": "boxes", "pred_classes": "classes", "pred_masks": "mask_probs",
                   "scores": "scores"}
+# what each task's graph returns under each key of the traced dict, besides the instances
+_TRACED_TENSORS = {"sem_seg": "sem_seg_logits"}
+_ARCHITECTURES = {"instances": "Mask R-CNN (GeneralizedRCNN)", "panoptic": "Panoptic FPN",
+                  "semantic": "semantic segmentation (SemanticSegmentor)"}
 
 
-def check_exportable(cfg) -> None:
-    """Only Mask R-CNN (GeneralizedRCNN with masks, no keypoints) is exported today."""
+def check_exportable(cfg) -> str:
+    """The task a config's model is exported for: ``instances`` (Mask R-CNN: GeneralizedRCNN
+    with masks, no keypoints), ``panoptic`` (PanopticFPN with masks) or ``semantic``
+    (SemanticSegmentor); anything else is one error line."""
     arch = cfg.MODEL.META_ARCHITECTURE
-    if arch != "GeneralizedRCNN" or not cfg.MODEL.MASK_ON or cfg.MODEL.KEYPOINT_ON:
-        what = f"{arch}{' without masks' if arch == 'GeneralizedRCNN' and not cfg.MODEL.MASK_ON else ''}"
-        raise D2SegError(f"d2seg export supports Mask R-CNN (GeneralizedRCNN with MASK_ON) only; "
-                         f"this config builds {what}", where="MODEL.META_ARCHITECTURE")
+    if arch == "SemanticSegmentor":
+        return "semantic"
+    if arch in ("GeneralizedRCNN", "PanopticFPN") and cfg.MODEL.MASK_ON \
+            and not cfg.MODEL.KEYPOINT_ON:
+        return "instances" if arch == "GeneralizedRCNN" else "panoptic"
+    masks = " without masks" if arch in ("GeneralizedRCNN", "PanopticFPN") and \
+        not cfg.MODEL.MASK_ON else (" with keypoints" if cfg.MODEL.KEYPOINT_ON else "")
+    raise D2SegError(f"d2seg export supports Mask R-CNN (GeneralizedRCNN with MASK_ON), "
+                     f"Panoptic FPN and SemanticSegmentor models; this config builds "
+                     f"{arch}{masks}", where="MODEL.META_ARCHITECTURE")
 
 
 def sample_image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -66,22 +88,54 @@ def _raw_inference(model, inputs):
     return [{"instances": model.inference(inputs, do_postprocess=False)[0]}]
 
 
-def _traced_field_order(adapter) -> list[str]:
-    """The Instances fields of the adapter's flattened outputs, in order (checked, so a detectron2
-    that flattens differently fails here rather than mislabelling outputs)."""
+def _raw_panoptic(model, inputs):
+    """Panoptic FPN's detections and semantic logits (padded size) before post-processing: the
+    resize back, mask pasting and the panoptic combination run in numpy (runtime)."""
+    detections, sem_seg = model.inference(inputs, do_postprocess=False)
+    return [{"instances": detections[0], "sem_seg": sem_seg[0]}]
+
+
+def _raw_semantic(model, inputs):
+    """SemanticSegmentor's logits at the padded input size (its forward without
+    ``sem_seg_postprocess``, which crops and resizes; the runtime does that)."""
+    from detectron2.structures import ImageList
+
+    images = [(x["image"].to(model.device) - model.pixel_mean) / model.pixel_std for x in inputs]
+    images = ImageList.from_tensors(images, model.backbone.size_divisibility)
+    logits, _ = model.sem_seg_head(model.backbone(images.tensor), None)
+    return [{"sem_seg": logits[0]}]
+
+
+_INFERENCE = {"instances": _raw_inference, "panoptic": _raw_panoptic, "semantic": _raw_semantic}
+
+
+def _traced_output_names(adapter) -> list[str]:
+    """Our names of the adapter's flattened outputs, in order (checked, so a detectron2 that
+    flattens differently fails here rather than mislabelling outputs)."""
     try:
-        instances = adapter.outputs_schema.schemas[0].schemas[0]
-        keys = list(instances.keys)
+        per_image = adapter.outputs_schema.schemas[0]
+        keys, schemas = list(per_image.keys), list(per_image.schemas)
     except (AttributeError, IndexError) as e:
         raise D2SegError(f"unexpected traced output layout ({e}); this detectron2 version is not "
                          "supported by d2seg export") from None
-    if sorted(keys) != sorted(_TRACED_FIELDS) or list(instances.sizes) != [1] * len(keys):
-        raise D2SegError(f"the traced model returns {keys}, expected {sorted(_TRACED_FIELDS)}")
-    return keys
+    names: list[str] = []
+    for key, schema in zip(keys, schemas):
+        if key == "instances":
+            fields = list(getattr(schema, "keys", []))
+            if sorted(fields) != sorted(_TRACED_FIELDS) or list(schema.sizes) != [1] * len(fields):
+                raise D2SegError(f"the traced model returns {fields}, expected "
+                                 f"{sorted(_TRACED_FIELDS)}")
+            names += [_TRACED_FIELDS[k] for k in fields] + ["image_size"]
+        elif key in _TRACED_TENSORS:
+            names.append(_TRACED_TENSORS[key])
+        else:
+            raise D2SegError(f"the traced model returns an unexpected {key!r}")
+    return names
 
 
 def export_onnx(cfg, weights: str, out_dir, *, class_names=None, category_ids=None,
-                colors_rgb=None, dataset: str | None = None, check: bool = True) -> dict:
+                colors_rgb=None, stuff_names=None, stuff_colors_rgb=None,
+                dataset: str | None = None, check: bool = True) -> dict:
     """Write ``model.onnx``, ``model.json`` and ``config.yaml`` into ``out_dir``; return model.json.
 
     ``cfg``: a config ready to build the model (classes resolved, e.g. by ``prepare_config``).
@@ -94,7 +148,7 @@ def export_onnx(cfg, weights: str, out_dir, *, class_names=None, category_ids=No
     import d2seg
     from d2seg.engine.predict import BatchPredictor
 
-    check_exportable(cfg)
+    task = check_exportable(cfg)
     try:
         import onnx  # noqa: F401  (torch's ONNX exporter needs it; fail before the model builds)
     except ImportError:
@@ -107,18 +161,19 @@ def export_onnx(cfg, weights: str, out_dir, *, class_names=None, category_ids=No
     model = BatchPredictor(cfg, weights).model.eval()
     h, w = 480, 640  # a 4:3 picture, resized by the test-time rule
     image = torch.as_tensor(_model_input(sample_image(h, w), cfg))
-    adapter = TracingAdapter(model, [{"image": image}], _raw_inference).eval()
+    adapter = TracingAdapter(model, [{"image": image}], _INFERENCE[task]).eval()
     with torch.no_grad():
         adapter(image)  # fills outputs_schema
-    order = _traced_field_order(adapter)
+    names = _traced_output_names(adapter)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / "model.onnx"
     tmp, handle = open_temporary_beside(onnx_path, "xb")
     handle.close()
-    names = [_TRACED_FIELDS[k] for k in order] + ["image_size"]
     dynamic = {"image": {1: "height", 2: "width"}}
-    dynamic.update({n: {0: "detections"} for n in names[:-1]})
+    dynamic.update({n: {0: "detections"} for n in names if n in _TRACED_FIELDS.values()})
+    if "sem_seg_logits" in names:
+        dynamic["sem_seg_logits"] = {1: "padded_height", 2: "padded_width"}
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TracerWarnings on detectron2's Python-side asserts
@@ -129,34 +184,37 @@ def export_onnx(cfg, weights: str, out_dir, *, class_names=None, category_ids=No
     finally:
         tmp.unlink(missing_ok=True)
     meta = describe(cfg, weights, class_names=class_names, category_ids=category_ids,
-                    colors_rgb=colors_rgb, dataset=dataset,
+                    colors_rgb=colors_rgb, stuff_names=stuff_names,
+                    stuff_colors_rgb=stuff_colors_rgb, dataset=dataset,
                     size_divisibility=int(model.backbone.size_divisibility))
     meta["versions"] = {"d2seg": d2seg.__version__, "torch": torch.__version__,
                         "detectron2": _detectron2_version(), "onnx_opset": OPSET}
     write_text_atomic(out / "config.yaml", cfg.dump())
     write_json_atomic(out / "model.json", meta, indent=2)
     if check:
-        _check_against_pytorch(model, out, cfg)
+        _check_against_pytorch(model, out, cfg, task)
     return meta
 
 
-def describe(cfg, weights: str, *, class_names=None, category_ids=None, colors_rgb=None,
-             dataset: str | None = None, size_divisibility: int = 0) -> dict:
-    """model.json's content for a Mask R-CNN config."""
-    n = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
-    if colors_rgb is None:  # the colours d2seg draws classes with when the data names none
+def _colours(colors, n: int) -> list:
+    if colors is None:  # the colours d2seg draws classes with when the data names none
         from d2seg.visualize.colours import class_colors
 
-        colors_rgb = class_colors(n)[:, ::-1].tolist()
-    return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "task": "instances",
-        "architecture": "Mask R-CNN (GeneralizedRCNN)",
+        colors = class_colors(n)[:, ::-1].tolist()
+    return [list(map(int, c)) for c in colors]
+
+
+def describe(cfg, weights: str, *, class_names=None, category_ids=None, colors_rgb=None,
+             stuff_names=None, stuff_colors_rgb=None, dataset: str | None = None,
+             size_divisibility: int = 0) -> dict:
+    """model.json's content for an exportable config (``check_exportable``'s tasks)."""
+    task = check_exportable(cfg)
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "task": task,
+        "architecture": _ARCHITECTURES[task],
         "model_file": "model.onnx", "config_file": "config.yaml",
         "weights": os.path.basename(str(weights)) if os.path.exists(str(weights)) else str(weights),
         "dataset": dataset,
-        "classes": {"count": n, "names": list(class_names) if class_names else None,
-                    "category_ids": list(category_ids) if category_ids else None,
-                    "colors_rgb": [list(map(int, c)) for c in colors_rgb]},
         "input": {
             "name": "image", "layout": "CHW", "dtype": "uint8", "channel_order": cfg.INPUT.FORMAT,
             "from": "the BGR image resized so its short side is min_size_test unless the long "
@@ -168,14 +226,37 @@ def describe(cfg, weights: str, *, class_names=None, category_ids=None, colors_r
             "inside_the_graph": "normalisation (x - pixel_mean) / pixel_std and zero padding to "
                                 "the size divisibility",
         },
-        "outputs": {"boxes": "(N, 4) XYXY at the resized size", "classes": "(N,) class index",
-                    "scores": "(N,)", "mask_probs": "(N, 1, M, M) mask probability in the box",
-                    "image_size": "the resized (height, width)"},
-        "score_thresh": float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST),
-        "nms_thresh": float(cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST),
-        "detections_per_image": int(cfg.TEST.DETECTIONS_PER_IMAGE),
-        "mask_threshold": 0.5,
+        "outputs": {},
     }
+    if task in ("instances", "panoptic"):
+        n = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+        meta["classes"] = {"count": n, "names": list(class_names) if class_names else None,
+                           "category_ids": list(category_ids) if category_ids else None,
+                           "colors_rgb": _colours(colors_rgb, n)}
+        meta["outputs"].update({
+            "boxes": "(N, 4) XYXY at the resized size", "classes": "(N,) class index",
+            "scores": "(N,)", "mask_probs": "(N, 1, M, M) mask probability in the box",
+            "image_size": "the resized (height, width)"})
+        meta.update({"score_thresh": float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST),
+                     "nms_thresh": float(cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST),
+                     "detections_per_image": int(cfg.TEST.DETECTIONS_PER_IMAGE),
+                     "mask_threshold": 0.5})
+    if task in ("semantic", "panoptic"):
+        k = int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+        meta["semantic_classes"] = {"count": k, "names": list(stuff_names) if stuff_names else None,
+                                    "colors_rgb": _colours(stuff_colors_rgb, k)}
+        meta["outputs"]["sem_seg_logits"] = (
+            "(K, H', W') class logits at the padded resized size: crop to the resized size, "
+            "resize bilinearly to the image, argmax")
+    if task == "panoptic":
+        combine = cfg.MODEL.PANOPTIC_FPN.COMBINE
+        meta["panoptic_combine"] = {
+            "enabled": bool(combine.ENABLED),
+            "overlap_threshold": float(combine.OVERLAP_THRESH),
+            "stuff_area_threshold": float(combine.STUFF_AREA_LIMIT),
+            "score_threshold": float(combine.INSTANCES_CONFIDENCE_THRESH),
+            "semantic_label_0": "things (never a stuff segment)"}
+    return meta
 
 
 def _detectron2_version() -> str:
@@ -184,8 +265,9 @@ def _detectron2_version() -> str:
     return getattr(detectron2, "__version__", "unknown")
 
 
-def _check_against_pytorch(model, out: Path, cfg) -> None:
-    """Run the export on a 3:4 (portrait) picture; its detections must be PyTorch's."""
+def _check_against_pytorch(model, out: Path, cfg, task: str = "instances") -> None:
+    """Run the export on a 3:4 (portrait) picture; its detections and semantic labels must be
+    PyTorch's."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -196,9 +278,20 @@ def _check_against_pytorch(model, out: Path, cfg) -> None:
 
     chw = _model_input(sample_image(400, 300, seed=1), cfg)
     session = load(out, threads=1).session
-    got = dict(zip(OUTPUTS, session.run(list(OUTPUTS), {"image": chw})))
+    names = [o.name for o in session.get_outputs()]
+    got = dict(zip(names, session.run(names, {"image": chw})))
     with torch.no_grad():
-        ref = model.inference([{"image": torch.as_tensor(chw)}], do_postprocess=False)[0]
+        ref = _INFERENCE[task](model, [{"image": torch.as_tensor(chw)}])[0]
+    if "sem_seg" in ref:
+        agree = float((ref["sem_seg"].argmax(0).numpy() == got["sem_seg_logits"].argmax(0)).mean())
+        if got["sem_seg_logits"].shape != tuple(ref["sem_seg"].shape) or agree < 0.999:
+            raise D2SegError(f"the exported graph disagrees with PyTorch on a test picture "
+                             f"(semantic labels agree on {100 * agree:.2f}% of pixels)",
+                             file=str(out / "model.onnx"),
+                             hint="report this with the config; d2seg export --no-check skips it")
+    if "instances" not in ref:
+        return
+    ref = ref["instances"]
     ref_boxes, ref_scores = ref.pred_boxes.tensor.numpy(), ref.scores.numpy()
     # detections scoring within 1e-3 of the threshold may fall either side of it
     borderline = int((np.abs(ref_scores - cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST) < 1e-3).sum())

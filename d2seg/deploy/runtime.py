@@ -1,10 +1,15 @@
-"""Serve an export folder with onnxruntime: resize, run the graph, paste masks; no torch.
+"""Serve an export folder with onnxruntime: resize, run the graph, post-process; no torch.
 
 The graph (``d2seg.deploy.export``) takes the resized image (CHW uint8, in the model's channel
-order) and returns the detections at that size: boxes, classes, scores and each detection's
-28x28 mask probabilities. What detectron2 does after its model -- scale the boxes back to the
-image, clip them, drop empty ones and paste each mask into its box (bilinear, ``>= 0.5``) -- is
-done here with numpy and OpenCV, so the result has the image's size like ``d2seg predict``'s.
+order) and returns what the model computes at that size. What detectron2 does after its model
+is done here with numpy and OpenCV, so results have the image's size like ``d2seg predict``'s:
+
+* detections (Mask R-CNN, Panoptic FPN's instances): scale the boxes back to the image, clip
+  them, drop empty ones and paste each mask into its box (bilinear, ``>= 0.5``);
+* semantic logits (semantic models, Panoptic FPN's stuff head): crop the padding, resize to the
+  image (bilinear, as ``sem_seg_postprocess``), argmax;
+* Panoptic FPN: instances and semantic labels combined by ``d2seg.panoptic.combine_numpy``
+  (detectron2's heuristic and thresholds, from model.json).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import math
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -20,7 +26,11 @@ from d2seg.deploy import FORMAT, FORMAT_VERSION, TASKS
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json
 
-OUTPUTS = ("boxes", "classes", "mask_probs", "scores")
+OUTPUTS = ("boxes", "classes", "mask_probs", "scores")  # a detector's graph outputs
+SEMANTIC_OUTPUTS = ("sem_seg_logits",)
+TASK_OUTPUTS = {"instances": OUTPUTS, "semantic": SEMANTIC_OUTPUTS,
+                "panoptic": OUTPUTS + SEMANTIC_OUTPUTS}
+BACKENDS = ("onnxruntime", "openvino")
 
 
 def resized_shape(h: int, w: int, min_size: int, max_size: int) -> tuple[int, int]:
@@ -85,10 +95,34 @@ def paste_mask(probs: np.ndarray, box: np.ndarray, h: int, w: int,
     return out
 
 
-class OnnxInstancePredictor:
-    """An exported Mask R-CNN: ``predictor(image_bgr)`` returns ``boxes`` (N, 4) XYXY float32,
-    ``scores`` (N,) float32, ``classes`` (N,) int64 (indices into ``class_names``) and ``masks``
-    (N, H, W) bool at the image's size, best score first."""
+def resize_logits(logits: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(K, h, w) float32: (K, h0, w0) logits resized bilinearly (half-pixel centres, no
+    antialiasing: ``F.interpolate(..., mode="bilinear", align_corners=False)``'s sampling)."""
+    logits = np.asarray(logits, np.float32)
+    if logits.shape[1:] == (h, w):
+        return logits
+    chunks = []  # OpenCV resizes at most 512 channels at once
+    for k in range(0, logits.shape[0], 512):
+        part = cv2.resize(np.ascontiguousarray(logits[k:k + 512].transpose(1, 2, 0)), (w, h),
+                          interpolation=cv2.INTER_LINEAR)
+        chunks.append(part.reshape(h, w, -1).transpose(2, 0, 1))
+    return np.concatenate(chunks, 0)
+
+
+def semantic_labels(logits: np.ndarray, resized: tuple[int, int],
+                    image: tuple[int, int]) -> np.ndarray:
+    """(H, W) int64 class indices: padded logits cropped to the ``resized`` size, resized to the
+    ``image`` size, argmax (``sem_seg_postprocess`` then ``argmax(0)``)."""
+    logits = np.asarray(logits)[:, :resized[0], :resized[1]]
+    return resize_logits(logits, *image).argmax(0)
+
+
+class OnnxPredictor:
+    """An exported model. ``predictor(image_bgr)`` returns one result dict (its keys depend on
+    the task, see the subclasses); ``predictor([image, ...])`` a list of them, one per image
+    (any sizes; each image runs through the graph on its own)."""
+
+    task = ""
 
     def __init__(self, folder: Path, meta: dict, session):
         self.folder, self.meta, self.session = folder, meta, session
@@ -96,11 +130,12 @@ class OnnxInstancePredictor:
         self.rgb = inp["channel_order"] == "RGB"
         self.min_size, self.max_size = int(inp["min_size_test"]), int(inp["max_size_test"])
         self.input_name = inp["name"]
-        self.mask_threshold = float(meta.get("mask_threshold", 0.5))
         classes = meta.get("classes") or {}
         self.class_names = classes.get("names")
         self.category_ids = classes.get("category_ids")
-        self.score_thresh = meta.get("score_thresh")
+        stuff = meta.get("semantic_classes") or {}
+        self.stuff_names = stuff.get("names")
+        self.stuff_colors = stuff.get("colors_rgb") if stuff.get("names") else None
 
     @property
     def contiguous_to_category(self) -> dict | None:
@@ -108,7 +143,8 @@ class OnnxInstancePredictor:
         a dataset."""
         return dict(enumerate(self.category_ids)) if self.category_ids else None
 
-    def __call__(self, image_bgr: np.ndarray) -> dict:
+    def _run(self, image_bgr: np.ndarray, names) -> tuple[dict, tuple[int, int], tuple[int, int]]:
+        """The graph's outputs by name for one image, its (h, w) and the resized (h, w)."""
         image = np.asarray(image_bgr)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise D2SegError(f"expected a BGR uint8 image (H, W, 3), got {image.dtype} "
@@ -119,26 +155,111 @@ class OnnxInstancePredictor:
         if self.rgb:
             resized = resized[:, :, ::-1]
         chw = np.ascontiguousarray(resized.transpose(2, 0, 1))
-        boxes, classes, mask_probs, scores = self.session.run(list(OUTPUTS),
-                                                              {self.input_name: chw})
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
-        # back to the image: scale, clip to it, drop boxes left empty (detectron2's
-        # detector_postprocess, in float32 like its tensors)
-        boxes[:, 0::2] *= np.float32(w / new_w)
-        boxes[:, 1::2] *= np.float32(h / new_h)
-        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
-        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
-        keep = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
-        boxes, scores = boxes[keep], np.asarray(scores, np.float32)[keep]
-        classes, mask_probs = np.asarray(classes, np.int64)[keep], mask_probs[keep]
-        masks = np.zeros((len(boxes), h, w), bool)
-        for i in range(len(boxes)):
-            masks[i] = paste_mask(mask_probs[i, 0], boxes[i], h, w, self.mask_threshold)
-        return {"boxes": boxes, "scores": scores, "classes": classes, "masks": masks}
+        values = self.session.run(list(names), {self.input_name: chw})
+        return dict(zip(names, values)), (h, w), (new_h, new_w)
+
+    def predict_one(self, image_bgr: np.ndarray) -> dict:
+        raise NotImplementedError
+
+    def __call__(self, images):
+        if isinstance(images, (list, tuple)):
+            return [self.predict_one(image) for image in images]
+        return self.predict_one(images)
 
     def predict_batch(self, images: list[np.ndarray]) -> list[dict]:
-        """``d2seg predict``'s interface: one ``{"instances": result}`` per image."""
-        return [{"instances": self(image)} for image in images]
+        """``d2seg predict``'s interface: one output dict per image, with the keys of the
+        PyTorch model's (``instances``, ``sem_seg``, ``panoptic_seg``), as numpy arrays."""
+        return [self.predict_one(image) for image in images]
+
+
+def _detections(out: dict, image: tuple[int, int], resized: tuple[int, int],
+                mask_threshold: float) -> dict:
+    """boxes/scores/classes/masks at the image's size from the graph's detections."""
+    (h, w), (new_h, new_w) = image, resized
+    boxes = np.asarray(out["boxes"], np.float32).reshape(-1, 4).copy()
+    # back to the image: scale, clip to it, drop boxes left empty (detectron2's
+    # detector_postprocess, in float32 like its tensors)
+    boxes[:, 0::2] *= np.float32(w / new_w)
+    boxes[:, 1::2] *= np.float32(h / new_h)
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+    keep = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
+    boxes, scores = boxes[keep], np.asarray(out["scores"], np.float32).reshape(-1)[keep]
+    classes = np.asarray(out["classes"], np.int64).reshape(-1)[keep]
+    mask_probs = np.asarray(out["mask_probs"])[keep]
+    masks = np.zeros((len(boxes), h, w), bool)
+    for i in range(len(boxes)):
+        masks[i] = paste_mask(mask_probs[i, 0], boxes[i], h, w, mask_threshold)
+    return {"boxes": boxes, "scores": scores, "classes": classes, "masks": masks}
+
+
+class OnnxInstancePredictor(OnnxPredictor):
+    """An exported Mask R-CNN: ``predictor(image_bgr)`` returns ``boxes`` (N, 4) XYXY float32,
+    ``scores`` (N,) float32, ``classes`` (N,) int64 (indices into ``class_names``) and ``masks``
+    (N, H, W) bool at the image's size, best score first."""
+
+    task = "instances"
+
+    def __init__(self, folder: Path, meta: dict, session):
+        super().__init__(folder, meta, session)
+        self.mask_threshold = float(meta.get("mask_threshold", 0.5))
+        self.score_thresh = meta.get("score_thresh")
+
+    def predict_one(self, image_bgr: np.ndarray) -> dict:
+        out, image, resized = self._run(image_bgr, OUTPUTS)
+        return _detections(out, image, resized, self.mask_threshold)
+
+    def predict_batch(self, images: list[np.ndarray]) -> list[dict]:
+        return [{"instances": self.predict_one(image)} for image in images]
+
+
+class OnnxSemanticPredictor(OnnxPredictor):
+    """An exported semantic model: ``predictor(image_bgr)`` returns ``{"sem_seg": labels}``,
+    an (H, W) int64 map of class indices (into ``stuff_names``) at the image's size."""
+
+    task = "semantic"
+
+    def predict_one(self, image_bgr: np.ndarray) -> dict:
+        out, image, resized = self._run(image_bgr, SEMANTIC_OUTPUTS)
+        return {"sem_seg": semantic_labels(out["sem_seg_logits"], resized, image)}
+
+
+class OnnxPanopticPredictor(OnnxInstancePredictor):
+    """An exported Panoptic FPN: ``predictor(image_bgr)`` returns ``instances`` (the Mask R-CNN
+    result dict), ``sem_seg`` (the (H, W) int64 label map of the semantic head: 0 for things,
+    then the stuff classes) and ``panoptic_seg``: (an (H, W) int32 segment id map, 0 = void,
+    and one dict per segment: ``id``, ``isthing``, ``category_id`` -- a thing class index, or the
+    semantic label for stuff --, ``score``/``instance_id`` for things, ``area`` for stuff),
+    combined like detectron2's Panoptic FPN with the thresholds of model.json."""
+
+    task = "panoptic"
+
+    def __init__(self, folder: Path, meta: dict, session):
+        super().__init__(folder, meta, session)
+        self.combine = meta.get("panoptic_combine") or {}
+
+    def predict_one(self, image_bgr: np.ndarray) -> dict:
+        from d2seg.panoptic.combine_numpy import combine_panoptic_numpy
+
+        out, image, resized = self._run(image_bgr, TASK_OUTPUTS["panoptic"])
+        instances = _detections(out, image, resized, self.mask_threshold)
+        labels = semantic_labels(out["sem_seg_logits"], resized, image)
+        result = {"instances": instances, "sem_seg": labels}
+        if self.combine.get("enabled", True):
+            result["panoptic_seg"] = combine_panoptic_numpy(
+                instances["scores"], instances["classes"], instances["masks"], labels,
+                score_threshold=float(self.combine.get("score_threshold", 0.5)),
+                overlap_threshold=float(self.combine.get("overlap_threshold", 0.5)),
+                stuff_area_threshold=float(self.combine.get("stuff_area_threshold", 4096)),
+                skip_semantic_labels=(0,))
+        return result
+
+    def predict_batch(self, images: list[np.ndarray]) -> list[dict]:
+        return [self.predict_one(image) for image in images]
+
+
+PREDICTORS = {"instances": OnnxInstancePredictor, "semantic": OnnxSemanticPredictor,
+              "panoptic": OnnxPanopticPredictor}
 
 
 def read_model_json(folder: Path) -> dict:
@@ -165,29 +286,31 @@ def read_model_json(folder: Path) -> dict:
     return meta
 
 
-def _import_onnxruntime():
+_INSTALL = {"onnxruntime": "pip install 'd2seg[deploy]' (or: pip install onnxruntime)",
+            "openvino": "pip install 'd2seg[openvino]' (or: pip install openvino)"}
+
+
+def _import_backend(backend: str):
+    if backend not in BACKENDS:
+        raise D2SegError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}",
+                         where="--backend")
     try:
-        import onnxruntime
+        if backend == "openvino":
+            import openvino as module
+        else:
+            import onnxruntime as module
     except ImportError:
-        raise D2SegError("onnxruntime is not installed (exported models run on it)",
-                         hint="pip install onnxruntime") from None
-    return onnxruntime
+        raise D2SegError(f"{backend} is not installed (the {backend} backend runs exported "
+                         "models on it)", hint=_INSTALL[backend]) from None
+    return module
 
 
-def load(folder, threads: int | None = None) -> OnnxInstancePredictor:
-    """The predictor of an export folder. ``threads``: onnxruntime's intra-op threads (its
-    default, one per core, when None). Every problem with the folder is one D2SegError naming the
-    file: no folder, no model.json, another task or a newer format, a model file that onnxruntime
-    cannot load; onnxruntime missing names the package."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise D2SegError("no such folder (an export folder from d2seg export)", file=str(folder))
-    meta = read_model_json(folder)
-    ort = _import_onnxruntime()
-    model_file = folder / str(meta.get("model_file", "model.onnx"))
-    if not model_file.is_file():
-        raise D2SegError("model file not found", file=str(model_file),
-                         hint=f"model.json names it; export again into {folder}")
+def _short_reason(e: Exception) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:200]
+
+
+def _onnxruntime_session(ort, model_file: Path, threads: int | None):
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = int(threads)
@@ -196,13 +319,67 @@ def load(folder, threads: int | None = None) -> OnnxInstancePredictor:
         session = ort.InferenceSession(os.fspath(model_file), options,
                                        providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise D2SegError(f"onnxruntime cannot load it as an ONNX model ({reason[:200]})",
+        raise D2SegError(f"onnxruntime cannot load it as an ONNX model ({_short_reason(e)})",
                          file=str(model_file), hint="export the model again") from None
-    names = {o.name for o in session.get_outputs()}
-    missing = [n for n in OUTPUTS if n not in names]
-    if missing or meta["input"]["name"] not in {i.name for i in session.get_inputs()}:
+    return session, [o.name for o in session.get_outputs()], [i.name for i in session.get_inputs()]
+
+
+class OpenVinoSession:
+    """An OpenVINO compiled model (CPU) behind onnxruntime's ``run(names, feeds)``."""
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+
+    def run(self, names, feeds: dict) -> list[np.ndarray]:
+        results = self.request.infer(feeds)
+        by_name = {port.get_any_name(): value for port, value in results.items()}
+        return [np.asarray(by_name[n]) for n in names]
+
+
+def _openvino_session(ov, model_file: Path, threads: int | None):
+    core = ov.Core()
+    try:
+        model = core.read_model(os.fspath(model_file))
+        config = {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
+        compiled = core.compile_model(model, "CPU", config)
+    except Exception as e:  # OpenVINO raises RuntimeError subclasses with long reports
+        raise D2SegError(f"OpenVINO cannot load it as an ONNX model ({_short_reason(e)})",
+                         file=str(model_file), hint="export the model again") from None
+    outputs = [o.get_any_name() for o in compiled.outputs]
+    inputs = [i.get_any_name() for i in compiled.inputs]
+    return OpenVinoSession(compiled), outputs, inputs
+
+
+def load(folder, threads: int | None = None, *, task: str | None = None,
+         backend: str = "onnxruntime") -> OnnxPredictor:
+    """The predictor of an export folder: ``OnnxInstancePredictor``, ``OnnxSemanticPredictor`` or
+    ``OnnxPanopticPredictor`` by the task model.json names. ``task``: the task the caller
+    expects (an export of another task is an error). ``threads``: the backend's intra-op threads
+    (its default when None). ``backend``: ``onnxruntime`` (default) or ``openvino``. Every
+    problem with the folder is one D2SegError naming the file: no folder, no model.json, another
+    task or a newer format, no model file or one the backend cannot load; a backend that is not
+    installed names its package and the install command."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise D2SegError("no such folder (an export folder from d2seg export)", file=str(folder))
+    meta = read_model_json(folder)
+    if task is not None and meta["task"] != task:
+        raise D2SegError(f"this export is a {meta['task']} model, not a {task} one",
+                         file=str(folder / "model.json"),
+                         hint=f"export a {task} model, or load this one as {meta['task']}")
+    module = _import_backend(backend)
+    model_file = folder / str(meta.get("model_file", "model.onnx"))
+    if not model_file.is_file():
+        raise D2SegError("model file not found", file=str(model_file),
+                         hint=f"model.json names it; export again into {folder}")
+    make = _openvino_session if backend == "openvino" else _onnxruntime_session
+    session, output_names, input_names = make(module, model_file, threads)
+    missing = [n for n in TASK_OUTPUTS[meta["task"]] if n not in output_names]
+    if missing or meta["input"]["name"] not in input_names:
         raise D2SegError(f"the ONNX graph lacks the input/outputs model.json describes "
                          f"(missing {', '.join(missing) or meta['input']['name']})",
                          file=str(model_file), hint="export the model again")
-    return OnnxInstancePredictor(folder, meta, session)
+    predictor = PREDICTORS[meta["task"]](folder, meta, session)
+    predictor.backend = backend
+    return predictor

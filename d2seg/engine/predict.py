@@ -226,6 +226,18 @@ def _write_png(path: Path, image: np.ndarray) -> None:
                          hint="check that the output folder is writable and has space") from None
 
 
+def label_map(sem_seg) -> np.ndarray:
+    """An (H, W) numpy label map from a model's ``sem_seg``: (C, H, W) logits (PyTorch's, argmax)
+    or an exported model's (H, W) labels (``d2seg.deploy``), which are returned as they are."""
+    if isinstance(sem_seg, np.ndarray):
+        return sem_seg if sem_seg.ndim == 2 else sem_seg.argmax(0)
+    return sem_seg.argmax(0).to("cpu").numpy()
+
+
+def _as_numpy(array) -> np.ndarray:
+    return array if isinstance(array, np.ndarray) else array.to("cpu").numpy()
+
+
 def _write_labels(path: Path, labels: np.ndarray) -> None:
     """A semantic label map as a PNG (uint8 up to 255 classes, else 16-bit), atomically."""
     _write_png(path, labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16))
@@ -250,7 +262,7 @@ def _draw_output(image: np.ndarray, output: dict, score_thresh: float, class_nam
             isthing[key] = thing
             info.append({"id": seg["id"], "category_id": key, "isthing": thing,
                          "score": seg.get("score")})
-        return draw_panoptic(image, pan.to("cpu").numpy(), info, class_names=names,
+        return draw_panoptic(image, _as_numpy(pan), info, class_names=names,
                              isthing=isthing)
     if "instances" in output and isinstance(output["instances"], dict):  # an exported model's
         arrays = instance_arrays(output["instances"])
@@ -269,7 +281,7 @@ def _draw_output(image: np.ndarray, output: dict, score_thresh: float, class_nam
     # assumes too (ClassSpace)
     colours = (None if stuff_colors is None
                else np.asarray(stuff_colors, np.uint8).reshape(-1, 3)[:, ::-1])
-    return draw_semantic(image, output["sem_seg"].argmax(0).to("cpu").numpy(), stuff_names,
+    return draw_semantic(image, label_map(output["sem_seg"]), stuff_names,
                          colours)
 
 
@@ -311,7 +323,7 @@ def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int =
             if "sem_seg" in output:
                 (out / "semantic").mkdir(exist_ok=True)
                 label_file = out / "semantic" / f"{_frame_stem(frame)}.png"
-                _write_labels(label_file, output["sem_seg"].argmax(0).to("cpu").numpy())
+                _write_labels(label_file, label_map(output["sem_seg"]))
                 produced["label_maps"] += 1
                 entry["sem_seg_file_name"] = str(label_file.relative_to(out))
             if render:

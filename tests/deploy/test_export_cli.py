@@ -1,5 +1,5 @@
-"""``d2seg export``'s command line: tools/export.py runs it; a model it cannot export yet (not a
-Mask R-CNN) and a missing onnx package are one error line each."""
+"""``d2seg export``'s command line: tools/export.py runs it; a model it cannot export (a
+detector without masks) and a missing onnx package are one error line each."""
 
 from __future__ import annotations
 
@@ -19,12 +19,14 @@ def test_tools_script_runs_the_cli():
     assert proc.returncode == 0 and "--format" in proc.stdout and "--out" in proc.stdout
 
 
-def test_a_semantic_model_is_refused(tmp_path, capsys):
-    code = main(["export", "--config-file", str(REPO / "configs/semantic/fcn_MNV2_cpu_quick.yaml"),
-                 "--weights", "imagenet:mobilenet_v2", "--out", str(tmp_path / "out")])
+def test_a_detector_without_masks_is_refused(tmp_path, capsys):
+    code = main(["export", "--config-file",
+                 str(REPO / "configs/instance/mask_rcnn_MNV2_FPN_cpu_quick.yaml"),
+                 "--weights", "imagenet:mobilenet_v2", "--out", str(tmp_path / "out"),
+                 "--opts", "MODEL.MASK_ON", "False", "MODEL.ROI_HEADS.NUM_CLASSES", "3"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
-    assert "Mask R-CNN" in err and "MODEL.META_ARCHITECTURE" in err
+    assert "GeneralizedRCNN without masks" in err and "MODEL.META_ARCHITECTURE" in err
     assert not (tmp_path / "out").exists()
 
 

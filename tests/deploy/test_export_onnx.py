@@ -25,6 +25,9 @@ pytest.importorskip("onnx", reason="pip install onnx (torch's ONNX exporter)")
 
 from d2seg.cli.main import main  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from deploy_helpers import compare_detections as _compare  # noqa: E402
+
 CONFIG = "configs/instance/mask_rcnn_MNV2_FPN_cpu_quick.yaml"
 REPO = Path(__file__).resolve().parents[2]
 WEIGHTS = "imagenet:mobilenet_v2"
@@ -86,46 +89,6 @@ def images():
             "500x300": cv2.resize(first, (500, 300), interpolation=cv2.INTER_LINEAR),
             "240x400": cv2.resize(second, (240, 400), interpolation=cv2.INTER_LINEAR),
             "128x96": cv2.resize(second, (128, 96), interpolation=cv2.INTER_AREA)}
-
-
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) IoU of XYXY boxes."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
-
-
-def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
-def _compare(ref, got: dict, score_thresh: float) -> int:
-    """Every PyTorch detection not within 1e-3 of the threshold has an exported one of the same
-    class with box IoU >= 0.99, score within 1e-3 and mask IoU >= 0.98; returns the matches."""
-    ref = ref.to("cpu")
-    r_boxes, r_scores = ref.pred_boxes.tensor.numpy(), ref.scores.numpy()
-    r_classes, r_masks = ref.pred_classes.numpy(), ref.pred_masks.numpy()
-    border = np.abs(r_scores - score_thresh) < 1e-3
-    g_border = np.abs(got["scores"] - score_thresh) < 1e-3
-    assert (~border).sum() == (~g_border).sum(), (len(r_scores), len(got["scores"]))
-    assert got["masks"].shape[1:] == r_masks.shape[1:] and got["masks"].dtype == bool
-    if not len(r_boxes):
-        return 0
-    iou = _box_iou(r_boxes, got["boxes"])
-    taken, matched = set(), 0
-    for i in np.flatnonzero(~border):
-        same = (got["classes"] == r_classes[i]) & (np.abs(got["scores"] - r_scores[i]) <= 1e-3)
-        candidates = [j for j in np.argsort(-iou[i]) if same[j] and j not in taken]
-        assert candidates, f"detection {i} (class {r_classes[i]}, {r_scores[i]:.4f}) unmatched"
-        j = candidates[0]
-        assert iou[i, j] >= 0.99, (i, iou[i, j])
-        assert _mask_iou(r_masks[i], got["masks"][j]) >= 0.98, (i, _mask_iou(r_masks[i], got["masks"][j]))
-        taken.add(j)
-        matched += 1
-    return matched
 
 
 def test_export_folder_describes_the_model(exported):
@@ -245,10 +208,32 @@ def test_folder_without_model_json(tmp_path, capsys, image_file):
     assert "model.json" in err and "not a d2seg export folder" in err
 
 
-def test_model_json_for_another_task(exported, tmp_path, capsys, image_file):
+def test_model_json_for_an_unknown_task(exported, tmp_path, capsys, image_file):
+    folder = _copy_export(exported, tmp_path / "keypoints", task="keypoints")
+    err = _predict_error(capsys, folder, image_file)
+    assert str(folder / "model.json") in err and "'keypoints'" in err
+
+
+def test_model_json_whose_graph_lacks_the_task_outputs(exported, tmp_path, capsys, image_file):
+    """model.json says semantic, the graph is a Mask R-CNN's: the missing output is named."""
     folder = _copy_export(exported, tmp_path / "semantic", task="semantic")
     err = _predict_error(capsys, folder, image_file)
-    assert str(folder / "model.json") in err and "'semantic'" in err
+    assert str(folder / "model.onnx") in err and "missing sem_seg_logits" in err
+
+
+def test_export_of_another_task_than_asked(exported, tmp_path, capsys, image_file):
+    code = main(["predict", str(image_file), "--model", str(exported), "--task", "semantic",
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert str(exported / "model.json") in err and "instances model, not a semantic one" in err
+
+
+def test_model_file_missing(exported, tmp_path, capsys, image_file):
+    folder = _copy_export(exported, tmp_path / "no_onnx")
+    (folder / "model.onnx").unlink()
+    err = _predict_error(capsys, folder, image_file)
+    assert str(folder / "model.onnx") in err and "model file not found" in err
 
 
 def test_model_json_of_a_newer_format(exported, tmp_path, capsys, image_file):
@@ -274,4 +259,20 @@ def test_onnxruntime_not_installed(exported, image_file, tmp_path):
                           timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 2
     err = proc.stderr.strip()
-    assert len(err.splitlines()) == 1 and "onnxruntime" in err and "pip install onnxruntime" in err
+    assert len(err.splitlines()) == 1 and "onnxruntime is not installed" in err
+    assert "pip install 'd2seg[deploy]'" in err
+
+
+def test_openvino_backend_not_installed(exported, image_file, tmp_path):
+    """``--backend openvino`` in an interpreter where openvino cannot be imported: one line
+    naming the package and the install command, exit 2."""
+    code = ("import sys; sys.modules['openvino'] = None\n"
+            "from d2seg.cli.main import main\n"
+            f"sys.exit(main(['predict', {str(image_file)!r}, '--model', {str(exported)!r}, "
+            f"'--backend', 'openvino', '--out', {str(tmp_path / 'out')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and "openvino is not installed" in err
+    assert "pip install 'd2seg[openvino]'" in err
