@@ -1,7 +1,8 @@
-"""Per-image CPU latency of the demo Mask R-CNN (MobileNetV2-FPN): PyTorch eager, what
-``d2seg predict`` runs (d2seg's BatchPredictor), against its ONNX export served by onnxruntime
-(``d2seg.deploy.load``), end to end: a BGR image in, boxes/scores/classes and image-size masks
-out, batch 1.
+"""Per-image CPU latency of the demo Mask R-CNN (MobileNetV2-FPN) or a ResNet-50-FPN Mask R-CNN:
+PyTorch eager, what ``d2seg predict`` runs (d2seg's BatchPredictor), against its ONNX export
+served by onnxruntime or OpenVINO (``d2seg.deploy.load``), end to end: a BGR image in,
+boxes/scores/classes and image-size masks out, batch 1 or ``--batch N`` (the same image N times:
+one padded forward for eager, N graph runs for the export; the time is per image).
 
 Goal (issue 15): the export at least 2x faster on this model, with the same answers.
 
@@ -16,13 +17,22 @@ Each variant runs in its own process (so its peak RSS is its own: the kernel's V
 the run, imports and model included) on the same image, with the same number of threads for torch and
 onnxruntime (``--threads``, default 1), and reports the median of ``--repeat`` runs after
 ``--warmup`` runs. Variants: ``eager`` (BatchPredictor as d2seg predict runs it, under
-torch.no_grad), ``eager-inference-mode`` (the same under torch.inference_mode) and ``onnx``.
+torch.no_grad), ``eager-inference-mode`` (the same under torch.inference_mode), ``onnx``
+(onnxruntime), ``openvino`` (needs the openvino package) and ``torchvision`` (``--model r50``
+only: torchvision's ``maskrcnn_resnet50_fpn(weights=None)`` with 4 classes + background,
+800/1333 resize, eager, an independent implementation for scale).
+
+``--model r50``: configs/instance/mask_rcnn_R50_FPN_3x.yaml (BN frozen, as that config has it),
+randomly initialised (seeded) with the demo's 4 classes, at 800 px only: latency does not depend
+on training.
 
 On the shared 2-core machine of the first measurement the spread between runs (~10-20%) was
 larger than the inference_mode/no_grad difference; compare ratios from one run only.
 
     python bench/bench_inference.py                       # threads 1, 20 repeats
     python bench/bench_inference.py --threads 2 --repeat 10 --sizes 160
+    python bench/bench_inference.py --batch 4 --variants eager onnx openvino
+    python bench/bench_inference.py --model r50 --sizes 800 --repeat 5
 """
 
 from __future__ import annotations
@@ -37,9 +47,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = str(REPO / "configs/instance/mask_rcnn_MNV2_FPN_cpu_quick.yaml")
+CONFIGS = {"mnv2": str(REPO / "configs/instance/mask_rcnn_MNV2_FPN_cpu_quick.yaml"),
+           "r50": str(REPO / "configs/instance/mask_rcnn_R50_FPN_3x.yaml")}
+INITIAL_WEIGHTS = {"mnv2": "imagenet:mobilenet_v2", "r50": ""}
 DATASET = "demo_instances_train"
-VARIANTS = ("eager", "eager-inference-mode", "onnx")
+VARIANTS = ("eager", "eager-inference-mode", "onnx", "openvino", "torchvision")
 
 
 def size_opts(size: int) -> list[str]:
@@ -62,13 +74,13 @@ def bench_image(size: int):
     return image
 
 
-def eager_config(size: int, weights: str):
+def eager_config(size: int, weights: str, model: str = "mnv2"):
     from d2seg.config import load_config
     from d2seg.data.register import register_datasets
     from d2seg.config.prepare import prepare_config
 
     register_datasets()
-    cfg = load_config(CONFIG, ["DATASETS.TRAIN", f"('{DATASET}',)", "DATASETS.TEST", "()",
+    cfg = load_config(CONFIGS[model], ["DATASETS.TRAIN", f"('{DATASET}',)", "DATASETS.TEST", "()",
                                "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", weights, *size_opts(size)])
     return prepare_config(cfg)
 
@@ -82,27 +94,45 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def child(variant: str, size: int, folder: Path, threads: int, warmup: int, repeat: int) -> dict:
+def child(variant: str, size: int, folder: Path, threads: int, warmup: int, repeat: int,
+          batch: int = 1, model_name: str = "mnv2") -> dict:
     """One variant's timings in this process; returns what the parent prints."""
     image = bench_image(size)
-    if variant == "onnx":
+    images = [image] * batch
+    if variant in ("onnx", "openvino"):
         from d2seg.deploy import load
 
-        model = load(folder / f"export_{size}", threads=threads)
+        backend = "onnxruntime" if variant == "onnx" else "openvino"
+        model = load(folder / f"export_{size}", threads=threads, backend=backend)
 
         def run():
-            return model(image)
+            return model(images)[-1]
+    elif variant == "torchvision":
+        import numpy as np
+        import torch
+        from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        net = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=5).eval()
+
+        def run():
+            with torch.no_grad():
+                tensors = [torch.from_numpy(np.ascontiguousarray(im[:, :, ::-1].transpose(2, 0, 1)))
+                           .float() / 255 for im in images]
+                out = net(tensors)[-1]
+            return {"scores": out["scores"].numpy(), "masks": (out["masks"][:, 0] >= 0.5).numpy()}
     else:
         import torch
 
         from d2seg.engine.predict import BatchPredictor, instance_arrays
 
         torch.set_num_threads(threads)
-        predictor = BatchPredictor(eager_config(size, str(folder / "model.pth")))
+        predictor = BatchPredictor(eager_config(size, str(folder / "model.pth"), model_name))
         predictor.inference_mode = variant == "eager-inference-mode"
 
         def run():
-            return instance_arrays(predictor([image])[0]["instances"])
+            return instance_arrays(predictor(images)[-1]["instances"])
     for _ in range(warmup):
         run()
     times = []
@@ -111,16 +141,18 @@ def child(variant: str, size: int, folder: Path, threads: int, warmup: int, repe
         result = run()
         times.append(time.perf_counter() - start)
     times.sort()
-    return {"variant": variant, "size": size, "image": list(image.shape[:2]),
-            "median_ms": 1000 * times[len(times) // 2], "min_ms": 1000 * times[0],
+    return {"variant": variant, "size": size, "image": list(image.shape[:2]), "batch": batch,
+            "model": model_name,
+            "median_ms": 1000 * times[len(times) // 2] / batch, "min_ms": 1000 * times[0] / batch,
             "detections": int(len(result["scores"])),
             "mask_pixels": int(result["masks"].sum()),
             "peak_rss_mb": peak_rss_mb(),
             "torch_imported": "torch" in sys.modules}
 
 
-def prepare(folder: Path, sizes: list[int]) -> None:
-    """The shared checkpoint (seeded random heads) and one export per size."""
+def prepare(folder: Path, sizes: list[int], model: str = "mnv2") -> None:
+    """The shared checkpoint (seeded random heads, and backbone for r50) and one export per
+    size."""
     import torch
     from detectron2.checkpoint import DetectionCheckpointer
 
@@ -128,11 +160,11 @@ def prepare(folder: Path, sizes: list[int]) -> None:
     from d2seg.engine.predict import BatchPredictor
 
     torch.manual_seed(0)
-    cfg = eager_config(sizes[0], "imagenet:mobilenet_v2")
+    cfg = eager_config(sizes[0], INITIAL_WEIGHTS[model], model)
     DetectionCheckpointer(BatchPredictor(cfg).model, str(folder)).save("model")
     for size in sizes:
-        export_onnx(eager_config(size, str(folder / "model.pth")), str(folder / "model.pth"),
-                    folder / f"export_{size}")
+        export_onnx(eager_config(size, str(folder / "model.pth"), model),
+                    str(folder / "model.pth"), folder / f"export_{size}")
 
 
 def main() -> int:
@@ -141,33 +173,38 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=["eager", "eager-inference-mode", "onnx"],
+                        choices=VARIANTS)
+    parser.add_argument("--batch", type=int, default=1, help="images per call (the same image)")
+    parser.add_argument("--model", choices=sorted(CONFIGS), default="mnv2")
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "SIZE", "FOLDER"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         variant, size, folder = args.child
         print("@@RESULT " + json.dumps(child(variant, int(size), Path(folder), args.threads,
-                                             args.warmup, args.repeat)))
+                                             args.warmup, args.repeat, args.batch, args.model)))
         return 0
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
         folder = Path(tmp)
-        prepare(folder, args.sizes)
+        prepare(folder, args.sizes, args.model)
         rows = []
         for size in args.sizes:
             for variant in args.variants:
                 proc = subprocess.run([sys.executable, __file__, "--child", variant, str(size),
                                        str(folder), "--threads", str(args.threads), "--warmup",
-                                       str(args.warmup), "--repeat", str(args.repeat)],
+                                       str(args.warmup), "--repeat", str(args.repeat),
+                                       "--batch", str(args.batch), "--model", args.model],
                                       capture_output=True, text=True, env=env)
                 line = [x for x in proc.stdout.splitlines() if x.startswith("@@RESULT ")]
                 if proc.returncode or not line:
                     raise SystemExit(f"{variant} {size} failed:\n{proc.stderr[-3000:]}")
                 rows.append(json.loads(line[0][len("@@RESULT "):]))
                 print(json.dumps(rows[-1]), flush=True)
-    print(f"\nthreads {args.threads}, median of {args.repeat} after {args.warmup} warm-up runs, "
-          "batch 1, end to end (BGR image in, image-size masks out)")
+    print(f"\n{args.model}, threads {args.threads}, median of {args.repeat} after {args.warmup} "
+          f"warm-up runs, batch {args.batch}, per image, end to end (BGR image in, image-size "
+          "masks out)")
     print(f"{'input':>10} {'variant':>22} {'median ms':>10} {'min ms':>8} {'dets':>5} "
           f"{'mask px':>8} {'peak RSS MB':>12} {'vs eager':>9}")
     for size in args.sizes:

@@ -180,6 +180,7 @@ def export_onnx(cfg, weights: str, out_dir, *, class_names=None, category_ids=No
             torch.onnx.export(adapter, (image,), os.fspath(tmp), opset_version=OPSET,
                               dynamo=False, input_names=["image"], output_names=names,
                               dynamic_axes=dynamic, do_constant_folding=True)
+        _exact_integer_division(tmp)
         os.replace(tmp, onnx_path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -194,6 +195,50 @@ def export_onnx(cfg, weights: str, out_dir, *, class_names=None, category_ids=No
     if check:
         _check_against_pytorch(model, out, cfg, task)
     return meta
+
+
+def _exact_integer_division(path: Path) -> int:
+    """Rewrite each integer ``Div(a, b)`` of the ONNX file as ``Div(a - Mod(a, b), b)`` with a
+    C-style ``Mod`` (``fmod=1``): the same truncated quotient by ONNX's definition, but the
+    division is now exact. OpenVINO's CPU plugin rounds integer quotients (its padding of a
+    160-row image to a multiple of 32 gave 192 rows, not 160), which changes every output.
+    Returns the number of rewritten nodes."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(os.fspath(path))
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    for init in model.graph.initializer:
+        types[init.name] = init.data_type
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    types[node.output[0]] = attr.t.data_type
+    integer = {TensorProto.INT32, TensorProto.INT64, TensorProto.INT16, TensorProto.INT8,
+               TensorProto.UINT8, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64}
+    nodes, rewritten = [], 0
+    for node in model.graph.node:
+        if node.op_type == "Div" and types.get(node.input[0]) in integer \
+                and types.get(node.input[1]) in integer:
+            a, b = node.input
+            rest, exact = f"{node.output[0]}__d2seg_rest", f"{node.output[0]}__d2seg_exact"
+            nodes.append(helper.make_node("Mod", [a, b], [rest], fmod=1,
+                                          name=f"{node.name}__d2seg_mod"))
+            nodes.append(helper.make_node("Sub", [a, rest], [exact],
+                                          name=f"{node.name}__d2seg_sub"))
+            nodes.append(helper.make_node("Div", [exact, b], list(node.output), name=node.name))
+            rewritten += 1
+        else:
+            nodes.append(node)
+    if rewritten:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        onnx.checker.check_model(model)
+        onnx.save(model, os.fspath(path))
+    return rewritten
 
 
 def _colours(colors, n: int) -> list:

@@ -333,21 +333,25 @@ class OpenVinoSession:
 
     def run(self, names, feeds: dict) -> list[np.ndarray]:
         results = self.request.infer(feeds)
-        by_name = {port.get_any_name(): value for port, value in results.items()}
-        return [np.asarray(by_name[n]) for n in names]
+        return [np.asarray(results[self.compiled.output(n)]) for n in names]
 
 
 def _openvino_session(ov, model_file: Path, threads: int | None):
     core = ov.Core()
     try:
         model = core.read_model(os.fspath(model_file))
-        config = {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
+        # f32: on CPUs with bf16 units OpenVINO would otherwise compute in bf16 (labels then
+        # differ from PyTorch's on a third of the pixels of the demo models)
+        config = {"INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
         compiled = core.compile_model(model, "CPU", config)
     except Exception as e:  # OpenVINO raises RuntimeError subclasses with long reports
         raise D2SegError(f"OpenVINO cannot load it as an ONNX model ({_short_reason(e)})",
                          file=str(model_file), hint="export the model again") from None
-    outputs = [o.get_any_name() for o in compiled.outputs]
-    inputs = [i.get_any_name() for i in compiled.inputs]
+    # a port has several names (the graph's and OpenVINO's own); any of them finds it
+    outputs = [n for o in compiled.outputs for n in o.get_names()]
+    inputs = [n for i in compiled.inputs for n in i.get_names()]
     return OpenVinoSession(compiled), outputs, inputs
 
 
