@@ -243,6 +243,25 @@ def _write_labels(path: Path, labels: np.ndarray) -> None:
     _write_png(path, labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16))
 
 
+def _write_panoptic(out: Path, frame: Frame, panoptic_seg, contiguous_to_category) -> dict:
+    """A panoptic prediction as ``panoptic/<stem>.png`` (COCO panoptic: id = R + 256 G +
+    256^2 B) and its COCO ``segments_info`` (things' ``category_id`` in the dataset's ids when
+    known, stuff's the semantic label: 0 is "things", 1.. the stuff classes), for images.json."""
+    from d2seg.panoptic.export import coco_segments_info, write_panoptic_png
+
+    pan, segments = panoptic_seg
+    ids = _as_numpy(pan)
+    (out / "panoptic").mkdir(exist_ok=True)
+    path = out / "panoptic" / f"{_frame_stem(frame)}.png"
+    try:
+        write_panoptic_png(path, ids)
+    except OSError as e:
+        raise D2SegError(f"could not write the image ({e.strerror or e})", file=str(path),
+                         hint="check that the output folder is writable and has space") from None
+    return {"panoptic_file_name": str(path.relative_to(out)),
+            "segments_info": coco_segments_info(ids, segments, contiguous_to_category)}
+
+
 def _draw_output(image: np.ndarray, output: dict, score_thresh: float, class_names,
                  stuff_names, stuff_colors) -> np.ndarray:
     """The picture of one prediction (BGR, like ``image``): panoptic segments if the model makes
@@ -290,7 +309,8 @@ def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int =
             contiguous_to_category: dict | None = None, progress: bool | None = None,
             stuff_names=None, stuff_colors=None, predictor=None) -> dict:
     """Predict every frame; write ``results.json`` (COCO instances), ``images.json``, a label PNG
-    per frame under ``semantic/`` for models with a semantic output, and pictures/videos.
+    per frame under ``semantic/`` for models with a semantic output, a COCO panoptic PNG per frame
+    under ``panoptic/`` (its segments in images.json) for panoptic models, and pictures/videos.
 
     ``predictor``: a callable from a list of BGR images to one output dict per image, in place of
     the PyTorch model ``BatchPredictor(cfg, weights)`` (``cfg`` and ``weights`` are then unused),
@@ -308,7 +328,7 @@ def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int =
     # results and the image index are written as they come (a long video would otherwise keep
     # every detection in memory) and renamed into place once complete.
     results, images, writers = _JsonListWriter(out / "results.json"), _JsonListWriter(out / "images.json"), {}
-    produced = {"tasks": set(), "label_maps": 0}  # what the model's outputs were, for the summary
+    produced = {"tasks": set(), "label_maps": 0, "panoptic_maps": 0}  # what the model's outputs were, for the summary
 
     def flush(batch: list[Frame]):
         for frame, output in zip(batch, predictor([f.image for f in batch])):
@@ -326,6 +346,10 @@ def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int =
                 _write_labels(label_file, label_map(output["sem_seg"]))
                 produced["label_maps"] += 1
                 entry["sem_seg_file_name"] = str(label_file.relative_to(out))
+            if "panoptic_seg" in output:
+                entry.update(_write_panoptic(out, frame, output["panoptic_seg"],
+                                             contiguous_to_category))
+                produced["panoptic_maps"] += 1
             if render:
                 drawn = _draw_output(frame.image, output, score_thresh, class_names,
                                      stuff_names, stuff_colors)
@@ -354,7 +378,9 @@ def predict(cfg, sources, out_dir, weights: str | None = None, batch_size: int =
     semantic = out / "semantic"
     return {"results": str(out / "results.json"), "images": len(images), "detections": len(results),
             "rendered": str(out / "rendered"), "semantic": str(semantic) if semantic.is_dir() else None,
-            "tasks": sorted(produced["tasks"]), "label_maps": produced["label_maps"]}
+            "tasks": sorted(produced["tasks"]), "label_maps": produced["label_maps"],
+            "panoptic_maps": produced["panoptic_maps"],
+            "panoptic": str(out / "panoptic") if produced["panoptic_maps"] else None}
 
 
 def summary_line(summary: dict) -> str:
@@ -367,6 +393,9 @@ def summary_line(summary: dict) -> str:
     if summary.get("label_maps"):  # a semantic model's, or a panoptic model's semantic head's
         parts.append(f"{summary['label_maps']} label maps (PNG, one class index per pixel) in "
                      f"{summary['semantic']}")
+    if summary.get("panoptic_maps"):
+        parts.append(f"{summary['panoptic_maps']} panoptic maps (COCO panoptic PNG; segments in "
+                     f"images.json) in {summary['panoptic']}")
     return ", ".join(parts[:2]) + "".join(f"; {p}" for p in parts[2:]) + \
         f"; pictures in {summary['rendered']}"
 

@@ -248,8 +248,12 @@ def test_predict_model_semantic_writes_the_same_label_maps(semantic, images, tmp
 def test_predict_model_panoptic_writes_the_same_outputs(panoptic, images, tmp_path):
     """``d2seg predict --model`` on the Panoptic FPN export (no torch, no detectron2 imported)
     writes results.json with PyTorch's number of detections, the semantic label PNGs (>= 99.9%
-    agreement) and a picture per image, as ``d2seg predict --config-file/--weights
-    --batch-size 1`` does."""
+    agreement), a COCO panoptic PNG per image whose segments (thing category or stuff label per
+    pixel, from images.json's segments_info) agree on >= 99% of pixels, and a picture per image,
+    as ``d2seg predict --config-file/--weights --batch-size 1`` does; the PyTorch path's panoptic
+    PNG holds detectron2's panoptic_seg ids exactly."""
+    from d2seg.panoptic.png import read_panoptic_png
+
     checkpoint, out = panoptic
     names = ["demo_0", "500x300"]
     inputs = _write_inputs(tmp_path / "in", images, names)
@@ -266,3 +270,18 @@ def test_predict_model_panoptic_writes_the_same_outputs(panoptic, images, tmp_pa
         g = cv2.imread(str(tmp_path / "onnx" / "semantic" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
         assert _agreement(r, g) >= 0.999, name
         assert (tmp_path / "onnx" / "rendered" / f"{name}.png").is_file()
+    eager = _eager(PANOPTIC, PANOPTIC_DATASET, checkpoint, PANOPTIC_OPTS)
+    indexes = {run: {e["file_name"]: e for e in
+                     json.loads((tmp_path / run / "images.json").read_text())}
+               for run in ("eager", "onnx")}
+    for name in names:
+        maps = {}
+        for run in ("eager", "onnx"):
+            entry = indexes[run][f"{name}.png"]
+            assert entry["panoptic_file_name"] == f"panoptic/{name}.png"
+            ids = read_panoptic_png(tmp_path / run / entry["panoptic_file_name"])
+            maps[run] = _segment_labels(ids, entry["segments_info"])
+            if run == "eager":
+                ref_ids = eager([images[name]])[0]["panoptic_seg"][0].numpy()
+                np.testing.assert_array_equal(ids, ref_ids)
+        assert _agreement(maps["eager"], maps["onnx"]) >= 0.99, name
