@@ -113,6 +113,20 @@ def test_same_answers_as_pytorch(exported, checkpoint, images):
         assert _compare(ref, got, THRESH) > 10, name  # score threshold 0: many detections
 
 
+def test_a_list_of_images_gives_the_one_by_one_results(exported, images):
+    """Images of five sizes in one call: a list of results, each equal to that image's own."""
+    from d2seg.deploy import load
+
+    model = load(exported, threads=1)
+    listed = model(list(images.values()))
+    assert isinstance(listed, list) and len(listed) == len(images)
+    for image, got in zip(images.values(), listed):
+        alone = model(image)
+        assert got.keys() == alone.keys() and len(got["scores"]) > 0
+        for key in alone:
+            np.testing.assert_array_equal(got[key], alone[key])
+
+
 def test_no_detections_is_an_empty_result(tmp_path, checkpoint, images):
     """At score threshold 0.9 the random heads leave no detection (PyTorch's output is checked
     to be empty too); the export returns empty arrays of the right shapes."""
