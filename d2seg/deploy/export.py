@@ -296,7 +296,6 @@ def describe(cfg, weights: str, *, class_names=None, category_ids=None, colors_r
     if task == "panoptic":
         combine = cfg.MODEL.PANOPTIC_FPN.COMBINE
         meta["panoptic_combine"] = {
-            "enabled": bool(combine.ENABLED),
             "overlap_threshold": float(combine.OVERLAP_THRESH),
             "stuff_area_threshold": float(combine.STUFF_AREA_LIMIT),
             "score_threshold": float(combine.INSTANCES_CONFIDENCE_THRESH),

@@ -123,6 +123,7 @@ class OnnxPredictor:
     (any sizes; each image runs through the graph on its own)."""
 
     task = ""
+    backend = "onnxruntime"  # set by ``load``
 
     def __init__(self, folder: Path, meta: dict, session):
         self.folder, self.meta, self.session = folder, meta, session
@@ -244,15 +245,14 @@ class OnnxPanopticPredictor(OnnxInstancePredictor):
         out, image, resized = self._run(image_bgr, TASK_OUTPUTS["panoptic"])
         instances = _detections(out, image, resized, self.mask_threshold)
         labels = semantic_labels(out["sem_seg_logits"], resized, image)
-        result = {"instances": instances, "sem_seg": labels}
-        if self.combine.get("enabled", True):
-            result["panoptic_seg"] = combine_panoptic_numpy(
-                instances["scores"], instances["classes"], instances["masks"], labels,
-                score_threshold=float(self.combine.get("score_threshold", 0.5)),
-                overlap_threshold=float(self.combine.get("overlap_threshold", 0.5)),
-                stuff_area_threshold=float(self.combine.get("stuff_area_threshold", 4096)),
-                skip_semantic_labels=(0,))
-        return result
+        # always combined, as detectron2's PanopticFPN.inference does (whatever COMBINE.ENABLED)
+        panoptic = combine_panoptic_numpy(
+            instances["scores"], instances["classes"], instances["masks"], labels,
+            score_threshold=float(self.combine.get("score_threshold", 0.5)),
+            overlap_threshold=float(self.combine.get("overlap_threshold", 0.5)),
+            stuff_area_threshold=float(self.combine.get("stuff_area_threshold", 4096)),
+            skip_semantic_labels=(0,))
+        return {"instances": instances, "sem_seg": labels, "panoptic_seg": panoptic}
 
     def predict_batch(self, images: list[np.ndarray]) -> list[dict]:
         return [self.predict_one(image) for image in images]

@@ -1,5 +1,6 @@
 """``d2seg export``'s command line: tools/export.py runs it; a model it cannot export (a
-detector without masks) and a missing onnx package are one error line each."""
+detector without masks) and a missing onnx package are one error line each; so are
+``d2seg predict``'s --backend/--task without --model."""
 
 from __future__ import annotations
 
@@ -42,3 +43,13 @@ def test_onnx_not_installed(tmp_path):
     err = proc.stderr.strip()
     assert proc.returncode == 2 and len(err.splitlines()) == 1, err
     assert "onnx package is not installed" in err and "pip install onnx" in err
+
+
+def test_backend_and_task_need_an_exported_model(tmp_path, capsys):
+    for flag, value in (("--backend", "openvino"), ("--task", "semantic")):
+        code = main(["predict", str(tmp_path), "--config-file",
+                     str(REPO / "configs/instance/mask_rcnn_MNV2_FPN_cpu_quick.yaml"),
+                     "--weights", "w.pth", flag, value])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert flag in err and "--model DIR" in err
