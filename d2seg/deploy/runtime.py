@@ -277,9 +277,13 @@ def read_model_json(folder: Path) -> dict:
     if not isinstance(version, int) or version < 1:
         raise D2SegError(f"format_version {version!r} is not a positive integer", file=str(path))
     if version > FORMAT_VERSION:
-        raise D2SegError(f"written by a newer d2seg (format version {version}; this d2seg reads "
-                         f"up to {FORMAT_VERSION})", file=str(path),
-                         hint="upgrade d2seg, or export the model again with this version")
+        import d2seg
+
+        writer = (meta.get("versions") or {}).get("d2seg")
+        raise D2SegError(f"written by a newer d2seg ({writer or 'unknown version'}, format "
+                         f"version {version}; this d2seg {d2seg.__version__} reads up to "
+                         f"{FORMAT_VERSION})", file=str(path),
+                         hint="pip install -U d2seg, or export the model again with this d2seg")
     if meta.get("task") not in TASKS:
         raise D2SegError(f"the model's task is {meta.get('task')!r}; this d2seg serves "
                          f"{', '.join(TASKS)} exports", file=str(path))
@@ -371,7 +375,8 @@ def load(folder, threads: int | None = None, *, task: str | None = None,
     if task is not None and meta["task"] != task:
         raise D2SegError(f"this export is a {meta['task']} model, not a {task} one",
                          file=str(folder / "model.json"),
-                         hint=f"export a {task} model, or load this one as {meta['task']}")
+                         hint=f"ask for task {meta['task']!r} (d2seg predict --task) or none, or "
+                              f"export a {task} model")
     module = _import_backend(backend)
     model_file = folder / str(meta.get("model_file", "model.onnx"))
     if not model_file.is_file():

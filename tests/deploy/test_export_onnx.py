@@ -251,9 +251,15 @@ def test_model_file_missing(exported, tmp_path, capsys, image_file):
 
 
 def test_model_json_of_a_newer_format(exported, tmp_path, capsys, image_file):
-    folder = _copy_export(exported, tmp_path / "newer", format_version=99)
+    """A folder from a newer d2seg (its version and a format version this one does not read):
+    the line names the file, both d2seg versions and the upgrade command."""
+    import d2seg
+
+    versions = dict(json.loads((exported / "model.json").read_text())["versions"], d2seg="9.0.0")
+    folder = _copy_export(exported, tmp_path / "newer", format_version=99, versions=versions)
     err = _predict_error(capsys, folder, image_file)
-    assert str(folder / "model.json") in err and "newer d2seg" in err and "99" in err
+    assert str(folder / "model.json") in err and "newer d2seg (9.0.0" in err and "99" in err
+    assert f"this d2seg {d2seg.__version__}" in err and "pip install -U d2seg" in err
 
 
 def test_model_file_that_is_not_onnx(exported, tmp_path, capsys, image_file):
