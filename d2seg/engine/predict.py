@@ -158,6 +158,10 @@ class BatchPredictor:
         self.rgb = cfg.INPUT.FORMAT == "RGB"
 
     def __call__(self, images: list[np.ndarray]) -> list[dict]:
+        """One output per image. Images whose resized sizes differ run in separate forwards:
+        detectron2 pads a batch to its largest image, and the padding would change the outputs
+        of models with GroupNorm or global pooling (a DeepLabV3+'s labels agreed with its
+        one-image labels on half the pixels), so each image gets what it would get alone."""
         import torch
 
         inputs = []
@@ -168,8 +172,15 @@ class BatchPredictor:
                 resized = resized[:, :, ::-1]
             tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
             inputs.append({"image": tensor, "height": h, "width": w})
+        groups: dict[tuple, list[int]] = {}
+        for i, item in enumerate(inputs):
+            groups.setdefault(tuple(item["image"].shape), []).append(i)
+        outputs: list = [None] * len(inputs)
         with torch.inference_mode() if self.inference_mode else torch.no_grad():
-            return self.model(inputs)
+            for indices in groups.values():
+                for i, output in zip(indices, self.model([inputs[i] for i in indices])):
+                    outputs[i] = output
+        return outputs
 
 
 def instance_arrays(instances) -> dict:

@@ -225,16 +225,14 @@ def _write_inputs(folder: Path, images: dict, names) -> Path:
 
 def test_predict_model_semantic_writes_the_same_label_maps(semantic, images, tmp_path):
     """``d2seg predict --model`` (no torch, no detectron2 imported) writes a label PNG and a
-    picture per image; the labels agree with ``d2seg predict --config-file/--weights
-    --batch-size 1`` on >= 99.9% of pixels. (PyTorch batches pad images of different sizes to
-    one size, which changes GroupNorm statistics and global pooling: the export runs each image
-    alone, so the reference does too.)"""
+    picture per image; the labels agree with ``d2seg predict --config-file/--weights`` (default
+    batch size 4: the three images of three sizes in one call) on >= 99.9% of pixels."""
     config, checkpoint, out = semantic
     inputs = _write_inputs(tmp_path / "in", images, ["demo_1", "240x400", "333x170"])
     _predict_without_torch(out, inputs, tmp_path / "onnx")
     assert main(["predict", str(inputs), "--config-file", str(REPO / config), "--weights",
                  str(checkpoint), "--dataset", SEMANTIC_DATASET, "--out", str(tmp_path / "eager"),
-                 "--batch-size", "1", "--opts", "MODEL.DEVICE", "cpu"]) == 0
+                 "--opts", "MODEL.DEVICE", "cpu"]) == 0
     for name in ["demo_1", "240x400", "333x170"]:
         ref = cv2.imread(str(tmp_path / "eager" / "semantic" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
         got = cv2.imread(str(tmp_path / "onnx" / "semantic" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
@@ -250,8 +248,8 @@ def test_predict_model_panoptic_writes_the_same_outputs(panoptic, images, tmp_pa
     writes results.json with PyTorch's number of detections, the semantic label PNGs (>= 99.9%
     agreement), a COCO panoptic PNG per image whose segments (thing category or stuff label per
     pixel, from images.json's segments_info) agree on >= 99% of pixels, and a picture per image,
-    as ``d2seg predict --config-file/--weights --batch-size 1`` does; the PyTorch path's panoptic
-    PNG holds detectron2's panoptic_seg ids exactly."""
+    as ``d2seg predict --config-file/--weights`` does; the PyTorch path's panoptic PNG holds
+    detectron2's panoptic_seg ids exactly."""
     from d2seg.panoptic.png import read_panoptic_png
 
     checkpoint, out = panoptic
@@ -260,7 +258,7 @@ def test_predict_model_panoptic_writes_the_same_outputs(panoptic, images, tmp_pa
     _predict_without_torch(out, inputs, tmp_path / "onnx")
     assert main(["predict", str(inputs), "--config-file", str(REPO / PANOPTIC), "--weights",
                  str(checkpoint), "--dataset", PANOPTIC_DATASET, "--out", str(tmp_path / "eager"),
-                 "--batch-size", "1", "--opts", "MODEL.DEVICE", "cpu", *PANOPTIC_OPTS]) == 0
+                 "--opts", "MODEL.DEVICE", "cpu", *PANOPTIC_OPTS]) == 0
     ref = json.loads((tmp_path / "eager" / "results.json").read_text())
     got = json.loads((tmp_path / "onnx" / "results.json").read_text())
     assert len(got) == len(ref) > 0
@@ -285,3 +283,18 @@ def test_predict_model_panoptic_writes_the_same_outputs(panoptic, images, tmp_pa
                 ref_ids = eager([images[name]])[0]["panoptic_seg"][0].numpy()
                 np.testing.assert_array_equal(ids, ref_ids)
         assert _agreement(maps["eager"], maps["onnx"]) >= 0.99, name
+
+
+def test_pytorch_predictor_batches_only_images_of_one_size(semantic, images):
+    """d2seg's PyTorch ``BatchPredictor`` given images of several sizes (and two of one size)
+    returns, for each, the logits it returns for that image alone (detectron2 would pad them
+    into one batch, which changes a GroupNorm/global-pooling model's outputs)."""
+    import torch
+
+    config, checkpoint, _ = semantic
+    eager = _eager(config, SEMANTIC_DATASET, checkpoint)
+    batch = [images["demo_0"], images["500x300"], images["demo_1"], images["240x400"]]
+    together = eager(batch)
+    for image, got in zip(batch, together):
+        torch.testing.assert_close(got["sem_seg"], eager([image])[0]["sem_seg"],
+                                   rtol=1e-4, atol=1e-4)
