@@ -59,8 +59,8 @@ def _export(config: str, dataset: str, weights, out: Path, opts=()) -> None:
 def _eager(config: str, dataset: str, weights=WEIGHTS, opts=()):
     from d2seg.config import load_config
     from d2seg.engine.predict import BatchPredictor
-    from d2seg.engine.run import register_datasets
-    from d2seg.engine.trainer import prepare_config
+    from d2seg.data.register import register_datasets
+    from d2seg.config.prepare import prepare_config
 
     register_datasets()
     cfg = load_config(REPO / config, ["DATASETS.TRAIN", f"('{dataset}',)", "DATASETS.TEST", "()",
@@ -250,7 +250,7 @@ def test_predict_model_panoptic_writes_the_same_outputs(panoptic, images, tmp_pa
     pixel, from images.json's segments_info) agree on >= 99% of pixels, and a picture per image,
     as ``d2seg predict --config-file/--weights`` does; the PyTorch path's panoptic PNG holds
     detectron2's panoptic_seg ids exactly."""
-    from d2seg.panoptic.png import read_panoptic_png
+    from d2seg.io.panoptic_png import read_panoptic_png
 
     checkpoint, out = panoptic
     names = ["demo_0", "500x300"]

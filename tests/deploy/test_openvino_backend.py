@@ -37,8 +37,8 @@ SEMANTIC_DATASET = "demo_semseg_train"
 def _eager(config: str, dataset: str, weights=WEIGHTS, opts=()):
     from d2seg.config import load_config
     from d2seg.engine.predict import BatchPredictor
-    from d2seg.engine.run import register_datasets
-    from d2seg.engine.trainer import prepare_config
+    from d2seg.data.register import register_datasets
+    from d2seg.config.prepare import prepare_config
 
     register_datasets()
     cfg = load_config(REPO / config, ["DATASETS.TRAIN", f"('{dataset}',)", "DATASETS.TEST", "()",
