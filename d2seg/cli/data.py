@@ -1,4 +1,4 @@
-"""``d2seg data list|check|stats|show|convert``: look at a dataset before training on it."""
+"""``d2seg data list|check|stats|show|convert|merge``: look at a dataset before training on it."""
 
 from __future__ import annotations
 
@@ -68,6 +68,21 @@ def add_parser(sub) -> None:
         else:
             c.add_argument("--ignore-label", type=int, default=255)
         c.set_defaults(run=run_convert)
+
+    p = dsub.add_parser("merge", help="join COCO instances files (reviewed labels, new batches)")
+    p.add_argument("inputs", nargs="+", metavar="JSON", help="COCO instances files, in order")
+    p.add_argument("--out", required=True, metavar="JSON", help="the merged COCO file")
+    p.add_argument("--images", nargs="+", metavar="DIR",
+                   help="each input's image folder, in order (inputs from different folders); "
+                        "file names then become relative to --root")
+    p.add_argument("--root", metavar="DIR",
+                   help="with --images: the merged file's image folder (default: their common "
+                        "folder)")
+    p.add_argument("--prefer", metavar="JSON|first|last",
+                   help="whose labels win for an image in two inputs (default: an error)")
+    p.add_argument("--drop-score", action="store_true",
+                   help="remove the 'score' field pre-annotations carry")
+    p.set_defaults(run=run_merge)
 
 
 def _splits(args, *, semantic_ok=False):
@@ -237,4 +252,17 @@ def run_convert(args) -> int:
     print(f"wrote {args.out}: {summary['images']} images, {summary['annotations']} "
           f"annotations, {summary['categories']} categories"
           + (f"; skipped shapes: {skipped}" if skipped else ""))
+    return 0
+
+
+def run_merge(args) -> int:
+    from d2seg.data.merge import merge_coco
+
+    s = merge_coco(args.inputs, args.out, images=args.images, root=args.root,
+                   prefer=args.prefer, drop_score=args.drop_score)
+    for note in s["notes"]:
+        print(f"note: {note}")
+    print(f"wrote {s['out']}: {s['images']} images, {s['annotations']} annotations, "
+          f"{s['categories']} categories"
+          + (f"; images relative to {s['image_root']}" if s["image_root"] else ""))
     return 0
