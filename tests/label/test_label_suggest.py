@@ -1,5 +1,5 @@
 """``d2seg label suggest`` end to end on the demo val images with a briefly trained Mask R-CNN
-(MobileNetV2-FPN from ImageNet, 60 iterations on demo_instances_train).
+(MobileNetV2-FPN from ImageNet, 40 iterations on demo_instances_train).
 
 Checked: with polygon tolerance 0 every suggested annotation's polygons rasterise (pycocotools)
 to exactly its detection's mask with holes filled (COCO polygons have no holes), and ``d2seg
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """config.yaml and model_final.pth of a 60-iteration run on demo_instances_train."""
+    """config.yaml and model_final.pth of a 40-iteration run on demo_instances_train."""
     import torch
 
     from d2seg.engine.run import _remove_run_handlers, setup, train
@@ -43,8 +43,8 @@ def trained(tmp_path_factory):
     try:
         cfg = setup(str(CONFIG), ["MODEL.DEVICE", "cpu", "DATASETS.TEST", "()",
                                   "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2",
-                                  "SOLVER.MAX_ITER", "60", "SOLVER.WARMUP_ITERS", "10",
-                                  "SOLVER.BASE_LR", "0.01", "SOLVER.STEPS", "()",
+                                  "SOLVER.MAX_ITER", "40", "SOLVER.WARMUP_ITERS", "10",
+                                  "SOLVER.BASE_LR", "0.005", "SOLVER.STEPS", "()",
                                   "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", "0",
                                   "D2SEG.PROGRESS_BAR", "False", "D2SEG.RUN_REPORT", "False",
                                   "D2SEG.BEST_METRIC", ""],
@@ -93,7 +93,8 @@ def test_suggest_checks_scores_and_round_trips(trained, demo_val, tmp_path, caps
 
     # the model's own results, as d2seg predict writes them, kept at >= THRESH
     assert main(["predict", str(demo_val / "images"), "--config-file", str(cfg), "--weights",
-                 str(weights), "--out", str(tmp_path / "pred"), "--no-render"]) == 0
+                 str(weights), "--dataset", "demo_instances_train", "--out",
+                 str(tmp_path / "pred"), "--no-render"]) == 0
     images = {im["id"]: im["file_name"] for im in
               json.loads((tmp_path / "pred" / "images.json").read_text())}
     own = [dict(r, image_id=ids_by_name[images[r["image_id"]]])
