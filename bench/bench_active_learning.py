@@ -1,9 +1,11 @@
 """Active learning, simulated: add images chosen by the model's uncertainty vs at random.
 
 The pool is a labelled training split whose labels are hidden until an image is "labelled".
-Per seed: a random start set of ``--init`` images; train (from ImageNet MobileNetV2, the same
-short schedule every time), score segm AP on the val split, then for each strategy add
-``--step`` images per round for ``--rounds`` rounds, retraining from ImageNet each round:
+Per seed: a random start set of ``--init`` images; train ``--iters0`` iterations from ImageNet
+MobileNetV2, score segm AP on the val split, then for each strategy add ``--step`` images per
+round for ``--rounds`` rounds, each round fine-tuning the previous round's model for ``--iters``
+more iterations on all images labelled so far (constant learning rate after a 10-iteration
+warm-up), and score again:
 
     random      ``--step`` pool images drawn at random (seeded)
     sum|max|mean the ``--step`` pool images the last model is most unsure about
@@ -75,8 +77,10 @@ def subset(pool: dict, ids) -> dict:
                 annotations=[a for a in pool["annotations"] if a["image_id"] in ids])
 
 
-def train_eval(pool, ids, val_json, images, work: Path, tag: str, args) -> tuple[float, Path, object]:
-    """Train on the pool images ``ids``; return (val segm AP, weights, cfg)."""
+def train_eval(pool, ids, val_json, images, work: Path, tag: str, args,
+               start: Path | None = None) -> tuple[float, Path, object]:
+    """Train on the pool images ``ids`` (from ImageNet, or fine-tuning ``start``); return
+    (val segm AP, weights, cfg)."""
     from d2seg.data import manifest as mf
     from d2seg.engine.run import setup
     from d2seg.engine.trainer import Trainer
@@ -90,7 +94,14 @@ def train_eval(pool, ids, val_json, images, work: Path, tag: str, args) -> tuple
         f"  train:\n    images: {images}\n    annotations: train.json\n"
         f"  val:\n    images: {images}\n    annotations: {val_json}\n")
     mf.register_manifest(mf.load_manifest(folder / f"{name}.yaml"))
-    size, iters, batch = args.size, args.iters, args.batch
+    size, batch = args.size, args.batch
+    if start is None:
+        iters, schedule = args.iters0, [
+            "SOLVER.WARMUP_ITERS", str(min(100, args.iters0 // 3)),
+            "SOLVER.STEPS", f"({int(args.iters0 * 0.75)}, {int(args.iters0 * 0.9)})"]
+    else:
+        iters, schedule = args.iters, ["MODEL.WEIGHTS", str(start), "SOLVER.WARMUP_ITERS", "10",
+                                       "SOLVER.STEPS", "()"]
     cfg = setup(str(CONFIG), [
         "DATASETS.TRAIN", f"('{name}_train',)", "DATASETS.TEST", f"('{name}_val',)",
         "MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0", "D2SEG.PROGRESS_BAR", "False",
@@ -99,9 +110,7 @@ def train_eval(pool, ids, val_json, images, work: Path, tag: str, args) -> tuple
         "INPUT.MAX_SIZE_TRAIN", str(size * 2), "INPUT.MIN_SIZE_TEST", str(size),
         "INPUT.MAX_SIZE_TEST", str(size * 2), "SOLVER.IMS_PER_BATCH", str(batch),
         "SOLVER.MAX_ITER", str(iters), "SOLVER.BASE_LR", str(0.01 * batch / 4),
-        "SOLVER.WARMUP_ITERS", str(min(100, iters // 3)),
-        "SOLVER.STEPS", f"({int(iters * 0.75)}, {int(iters * 0.9)})",
-        "SOLVER.CHECKPOINT_PERIOD", str(10 * iters), "TEST.EVAL_PERIOD", "0",
+        *schedule, "SOLVER.CHECKPOINT_PERIOD", str(10 * iters), "TEST.EVAL_PERIOD", "0",
         "D2SEG.BEST_METRIC", "", "SEED", str(args.train_seed)], output_dir=str(folder / "run"))
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
@@ -168,7 +177,8 @@ def run(args) -> int:
                     chosen = uncertain_ids(cfg, weights, pool, candidates, k, strategy, images)
                 labelled += chosen
                 ap, weights, cfg = train_eval(pool, labelled, val_json, images, work,
-                                              f"{args.dataset}_s{seed}_{strategy}_r{r}", args)
+                                              f"{args.dataset}_s{seed}_{strategy}_r{r}", args,
+                                              start=weights)
                 emit({"dataset": args.dataset, "seed": seed, "strategy": strategy, "round": r,
                       "labelled": len(labelled), "segm_AP": ap, "chosen": chosen,
                       "seconds": round(time.time() - t0)})
@@ -225,8 +235,10 @@ def main(argv=None) -> int:
     parser.add_argument("--step", type=int, default=None, help="images per round (demo 8, fruits 2)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pool", type=int, default=100, help="demo: pool size")
-    parser.add_argument("--iters", type=int, default=None, help="iterations per training "
-                        "(demo 150, fruits 100)")
+    parser.add_argument("--iters0", type=int, default=120,
+                        help="iterations of the first training, from ImageNet (default 120)")
+    parser.add_argument("--iters", type=int, default=80,
+                        help="iterations of each round's fine-tuning (default 80)")
     parser.add_argument("--size", type=int, default=None, help="short side (demo 160, fruits 192)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--train-seed", type=int, default=42)
@@ -242,7 +254,6 @@ def main(argv=None) -> int:
     demo = args.dataset == "demo"
     args.init = args.init or (8 if demo else 3)
     args.step = args.step or (8 if demo else 2)
-    args.iters = args.iters or (150 if demo else 100)
     args.size = args.size or (160 if demo else 192)
     if not demo and not FRUITS.is_dir():
         print(f"needs the shared data at {FRUITS}", file=sys.stderr)

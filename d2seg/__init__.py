@@ -38,6 +38,9 @@ _EXPORTS = {
     "draw_panoptic": "d2seg.visualize",
     "draw_semantic": "d2seg.visualize",
     "side_by_side": "d2seg.visualize",
+    "merge_coco": "d2seg.data.merge",
+    "suggest": "d2seg.label.suggest",
+    "rank_pool": "d2seg.label.next",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -77,6 +77,8 @@ COMMANDS = {
     "data convert": lambda m: ["data", "convert", "semantic", str(m / "semantic"),
                                str(m / "out" / "converted.json"), "--images", str(m / "images"),
                                "--classes", "a,b,c,d,e,f,g"],
+    "data merge": lambda m: ["data", "merge", str(m / "instances.json"), str(m / "instances.json"),
+                             "--out", str(m / "out" / "merged.json"), "--prefer", "first"],
     "eval --results --gt": lambda m: ["eval", "--results", str(m / "results.json"), "--gt",
                                       str(m / "instances.json"), "--out", str(m / "out" / "eval"),
                                       "--no-plots"],
