@@ -82,7 +82,7 @@ LAYERS = (
     ("panoptic", "evaluation", "visualize", "classical", "analysis", "report"),
     ("config",),
     ("engine", "deploy"),
-    ("runners",),
+    ("runners", "label"),
     ("cli",),
 )
 RANK = {package: rank for rank, layer in enumerate(LAYERS) for package in layer}
