@@ -4,7 +4,6 @@ pycocotools; the merged file of two image folders passes ``d2seg data check``.""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
