@@ -217,6 +217,22 @@ def plot(out_png: str, jsonl_files) -> int:
         ax.set_ylabel("segm AP")
         ax.grid(alpha=0.3)
         ax.legend()
+    print("\n| dataset | strategy | round (labelled) | AP minus random's, per seed | mean | seeds better |")
+    print("|---|---|---|---|---|---|")
+    for ds in datasets:
+        sel = [r for r in rows if r["dataset"] == ds]
+        base = {(r["seed"], r["round"]): r["segm_AP"] for r in sel if r["strategy"] == "random"}
+        for strategy in sorted({r["strategy"] for r in sel} - {"random"}):
+            for rnd in sorted({r["round"] for r in sel if r["round"] > 0}):
+                pairs = [(r["seed"], r["segm_AP"] - base[(r["seed"], rnd)], r["labelled"])
+                         for r in sel if r["strategy"] == strategy and r["round"] == rnd
+                         and (r["seed"], rnd) in base]
+                if not pairs:
+                    continue
+                diffs = [d for _, d, _ in pairs]
+                print(f"| {ds} | {strategy} | {rnd} ({pairs[0][2]}) | "
+                      + ", ".join(f"{d:+.1f}" for d in diffs)
+                      + f" | {np.mean(diffs):+.1f} | {sum(d > 0 for d in diffs)}/{len(diffs)} |")
     fig.tight_layout()
     from d2seg.files import save_figure_atomic
 
