@@ -56,9 +56,14 @@ def score_pool(model, files, measure: str = "sum", batch_size: int = 4,
     return rows
 
 
+#: detections drawn on the contact sheet: those scored at least this (all of them would bury
+#: a small picture under labels)
+SHEET_MIN_SCORE = 0.3
+
+
 def contact_sheet(rows: list[dict], class_names, columns: int = 6, thumb: int = 200) -> np.ndarray:
-    """A grid (BGR) of the ranked images with their detections drawn (d2seg's renderer), each
-    titled "#rank  uncertainty"."""
+    """A grid (BGR) of the ranked images with their detections scored >= SHEET_MIN_SCORE drawn
+    (d2seg's renderer), each titled "#rank  uncertainty"."""
     from d2seg.data.images import read_image
     from d2seg.visualize.render import draw_instances
 
@@ -67,6 +72,9 @@ def contact_sheet(rows: list[dict], class_names, columns: int = 6, thumb: int = 
     for rank, row in enumerate(rows, start=1):
         image = read_image(row["file"], "BGR")
         a = row.get("arrays")
+        if a is not None:
+            keep = a["scores"] >= SHEET_MIN_SCORE
+            a = {k: (v[keep] if v is not None else None) for k, v in a.items()}
         if a is not None and len(a["scores"]):
             image = draw_instances(image, masks=a["masks"], boxes=a["boxes"].astype(np.float64),
                                    classes=a["classes"].tolist(),
