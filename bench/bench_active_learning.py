@@ -82,6 +82,7 @@ def train_eval(pool, ids, val_json, images, work: Path, tag: str, args,
     """Train on the pool images ``ids`` (from ImageNet, or fine-tuning ``start``); return
     (val segm AP, weights, cfg)."""
     from d2seg.data import manifest as mf
+    from d2seg.data.register import register_manifest
     from d2seg.engine.run import setup
     from d2seg.engine.trainer import Trainer
 
@@ -93,7 +94,7 @@ def train_eval(pool, ids, val_json, images, work: Path, tag: str, args,
         f"name: {name}\nkind: coco_instances\nsplits:\n"
         f"  train:\n    images: {images}\n    annotations: train.json\n"
         f"  val:\n    images: {images}\n    annotations: {val_json}\n")
-    mf.register_manifest(mf.load_manifest(folder / f"{name}.yaml"))
+    register_manifest(mf.load_manifest(folder / f"{name}.yaml"))
     size, batch = args.size, args.batch
     if start is None:
         iters, schedule = args.iters0, [
@@ -234,7 +235,7 @@ def plot(out_png: str, jsonl_files) -> int:
                       + ", ".join(f"{d:+.1f}" for d in diffs)
                       + f" | {np.mean(diffs):+.1f} | {sum(d > 0 for d in diffs)}/{len(diffs)} |")
     fig.tight_layout()
-    from d2seg.files import save_figure_atomic
+    from d2seg.io.files import save_figure_atomic
 
     save_figure_atomic(fig, out_png, dpi=100)
     print(f"wrote {out_png}")

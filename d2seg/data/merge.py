@@ -24,7 +24,7 @@ from pathlib import Path
 
 from d2seg.data.check import load_coco_json
 from d2seg.errors import D2SegError
-from d2seg.files import write_json_atomic
+from d2seg.io.files import write_json_atomic
 
 __all__ = ["merge_coco"]
 

@@ -32,7 +32,7 @@ def predicted_instances(model, files: list[Path], batch_size: int = 4,
     image is one D2SegError naming it; a model output without instances or masks too."""
     from tqdm import tqdm
 
-    from d2seg.data.images import read_image
+    from d2seg.io.images import read_image
     from d2seg.engine.predict import instance_arrays
 
     if not isinstance(batch_size, int) or batch_size < 1:

@@ -59,8 +59,8 @@ def load_model(config_file=None, weights=None, model_dir=None, dataset=None, opt
 
     from d2seg.config import load_config
     from d2seg.engine.predict import BatchPredictor
-    from d2seg.engine.run import register_datasets
-    from d2seg.engine.trainer import prepare_config
+    from d2seg.data.register import register_datasets
+    from d2seg.config.prepare import prepare_config
 
     register_datasets()
     cfg = load_config(config_file, list(opts))

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from d2seg.errors import D2SegError
-from d2seg.files import write_json_atomic, write_png_atomic, write_text_atomic
+from d2seg.io.files import write_json_atomic, write_png_atomic, write_text_atomic
 from d2seg.label.common import image_files, predicted_instances
 from d2seg.label.uncertainty import MIN_SCORE, binary_entropy, image_uncertainty
 
@@ -64,7 +64,7 @@ SHEET_MIN_SCORE = 0.3
 def contact_sheet(rows: list[dict], class_names, columns: int = 6, thumb: int = 200) -> np.ndarray:
     """A grid (BGR) of the ranked images with their detections scored >= SHEET_MIN_SCORE drawn
     (d2seg's renderer), each titled "#rank  uncertainty"."""
-    from d2seg.data.images import read_image
+    from d2seg.io.images import read_image
     from d2seg.visualize.render import draw_instances
 
     columns = max(1, min(columns, len(rows)))

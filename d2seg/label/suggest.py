@@ -25,7 +25,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from d2seg.errors import D2SegError
-from d2seg.files import write_json_atomic
+from d2seg.io.files import write_json_atomic
 from d2seg.io.polygons import mask_to_polygons
 from d2seg.label.common import image_files, predicted_instances
 

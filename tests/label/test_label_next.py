@@ -46,8 +46,8 @@ def model(tmp_path_factory):
 
     from d2seg.config import load_config
     from d2seg.engine.predict import BatchPredictor
-    from d2seg.engine.run import register_datasets
-    from d2seg.engine.trainer import prepare_config
+    from d2seg.data.register import register_datasets
+    from d2seg.config.prepare import prepare_config
 
     register_datasets()
     cfg = prepare_config(load_config(str(CONFIG), ["DATASETS.TRAIN", f"('{DATASET}',)",
