@@ -17,7 +17,10 @@ Each variant runs in its own process (so its peak RSS is its own: the kernel's V
 the run, imports and model included) on the same image, with the same number of threads for torch and
 onnxruntime (``--threads``, default 1), and reports the median of ``--repeat`` runs after
 ``--warmup`` runs. Variants: ``eager`` (BatchPredictor as d2seg predict runs it, under
-torch.no_grad), ``eager-inference-mode`` (the same under torch.inference_mode), ``onnx``
+torch.no_grad), ``eager-inference-mode`` (the same under torch.inference_mode),
+``eager-channels-last`` (weights in channels-last memory format), ``eager-bn-folded`` (every
+FrozenBatchNorm2d folded into its convolution, :func:`fold_frozen_batchnorm`), ``eager-compile``
+(``torch.compile`` on the backbone), each compared with eager's answer on the image, ``onnx``
 (onnxruntime), ``openvino`` (needs the openvino package) and ``torchvision`` (``--model r50``
 only: torchvision's ``maskrcnn_resnet50_fpn(weights=None)`` with 4 classes + background,
 800/1333 resize, eager, an independent implementation for scale).
@@ -54,7 +57,8 @@ INITIAL_WEIGHTS = {"mnv2": "imagenet:mobilenet_v2", "r50": ""}
 # pixel on the bench image); threshold 0 gives the 100 detections torchvision's returns
 MODEL_OPTS = {"mnv2": [], "r50": ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]}
 DATASET = "demo_instances_train"
-VARIANTS = ("eager", "eager-inference-mode", "onnx", "openvino", "torchvision")
+VARIANTS = ("eager", "eager-inference-mode", "eager-channels-last", "eager-bn-folded",
+            "eager-compile", "onnx", "openvino", "torchvision")
 
 
 def size_opts(size: int) -> list[str]:
@@ -87,6 +91,41 @@ def eager_config(size: int, weights: str, model: str = "mnv2"):
                                "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", weights, *size_opts(size),
                                *MODEL_OPTS[model]])
     return prepare_config(cfg)
+
+
+def fold_frozen_batchnorm(model) -> int:
+    """Fold every FrozenBatchNorm2d that follows a convolution (inside an nn.Sequential, or as a
+    detectron2 Conv2d's ``norm``) into that convolution's weight and bias; returns how many.
+    Inference-only: the folded model computes the same function up to float rounding."""
+    import torch
+    from detectron2.layers import Conv2d as D2Conv2d
+    from detectron2.layers import FrozenBatchNorm2d
+
+    def fold(conv, bn) -> None:
+        scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+        shift = bn.bias - bn.running_mean * scale
+        with torch.no_grad():
+            conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+            if conv.bias is None:
+                conv.bias = torch.nn.Parameter(shift.clone())
+            else:
+                conv.bias.mul_(scale).add_(shift)
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, D2Conv2d) and isinstance(module.norm, FrozenBatchNorm2d):
+            fold(module, module.norm)
+            module.norm = None
+            count += 1
+        if isinstance(module, torch.nn.Sequential):
+            children = list(module.named_children())
+            for (_, conv), (name, bn) in zip(children, children[1:]):
+                if (isinstance(conv, torch.nn.Conv2d) and isinstance(bn, FrozenBatchNorm2d)
+                        and conv.groups >= 1):
+                    fold(conv, bn)
+                    setattr(module, name, torch.nn.Identity())
+                    count += 1
+    return count
 
 
 def peak_rss_mb() -> float:
@@ -134,6 +173,13 @@ def child(variant: str, size: int, folder: Path, threads: int, warmup: int, repe
         torch.set_num_threads(threads)
         predictor = BatchPredictor(eager_config(size, str(folder / "model.pth"), model_name))
         predictor.inference_mode = variant == "eager-inference-mode"
+        if variant == "eager-channels-last":
+            predictor.model.to(memory_format=torch.channels_last)
+        elif variant == "eager-bn-folded":
+            folded = fold_frozen_batchnorm(predictor.model)
+            print(f"folded {folded} FrozenBatchNorm2d into their convolutions", file=sys.stderr)
+        elif variant == "eager-compile":  # the backbone: the rest is data-dependent control flow
+            predictor.model.backbone = torch.compile(predictor.model.backbone, dynamic=True)
 
         def run():
             return instance_arrays(predictor(images)[-1]["instances"])
@@ -145,6 +191,10 @@ def child(variant: str, size: int, folder: Path, threads: int, warmup: int, repe
         result = run()
         times.append(time.perf_counter() - start)
     times.sort()
+    import numpy as np
+
+    np.savez(folder / f"result_{variant}_{size}.npz", scores=np.asarray(result["scores"]),
+             masks=np.asarray(result["masks"]))
     return {"variant": variant, "size": size, "image": list(image.shape[:2]), "batch": batch,
             "model": model_name,
             "median_ms": 1000 * times[len(times) // 2] / batch, "min_ms": 1000 * times[0] / batch,
@@ -172,6 +222,23 @@ def prepare(folder: Path, sizes: list[int], model: str = "mnv2") -> None:
         # the export's PyTorch check would refuse it; latency does not need it
         export_onnx(eager_config(size, str(folder / "model.pth"), model),
                     str(folder / "model.pth"), folder / f"export_{size}", check=model != "r50")
+
+
+def same_answers(folder: Path, variant: str, size: int) -> str:
+    """How the variant's answer differs from eager's on the bench image: detections, the
+    largest score difference and the mask pixels that differ (same count: matched by order)."""
+    import numpy as np
+
+    a, b = folder / f"result_eager_{size}.npz", folder / f"result_{variant}_{size}.npz"
+    if variant == "eager" or not a.exists():
+        return ""
+    a, b = np.load(a), np.load(b)
+    if len(a["scores"]) != len(b["scores"]):
+        return f"{len(b['scores'])} vs {len(a['scores'])} detections"
+    if not len(a["scores"]):
+        return "same (no detections)"
+    return (f"score diff {np.abs(a['scores'] - b['scores']).max():.1e}, mask px differ "
+            f"{int((a['masks'] != b['masks']).sum())}")
 
 
 def main() -> int:
@@ -208,6 +275,7 @@ def main() -> int:
                 if proc.returncode or not line:
                     raise SystemExit(f"{variant} {size} failed:\n{proc.stderr[-3000:]}")
                 rows.append(json.loads(line[0][len("@@RESULT "):]))
+                rows[-1]["vs_eager"] = same_answers(folder, variant, size)
                 print(json.dumps(rows[-1]), flush=True)
     print(f"\n{args.model}, threads {args.threads}, median of {args.repeat} after {args.warmup} "
           f"warm-up runs, batch {args.batch}, per image, end to end (BGR image in, image-size "
@@ -221,7 +289,8 @@ def main() -> int:
             ratio = f"{base / r['median_ms']:.2f}x" if base else "-"
             print(f"{'x'.join(map(str, r['image'][::-1])):>10} {r['variant']:>22} "
                   f"{r['median_ms']:>10.1f} {r['min_ms']:>8.1f} {r['detections']:>5} "
-                  f"{r['mask_pixels']:>8} {r['peak_rss_mb']:>12.0f} {ratio:>9}")
+                  f"{r['mask_pixels']:>8} {r['peak_rss_mb']:>12.0f} {ratio:>9} "
+                  f"{r.get('vs_eager', '')}")
     return 0
 
 
