@@ -17,11 +17,9 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import cv2
-import numpy as np
 import pytest
 import torch
-from pycocotools import mask as mask_util
+from tiny_squares import H, W, tiny_config, write_squares_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -69,65 +67,12 @@ dump()
 sys.exit(code)
 """
 
-H, W = 64, 80
-
-
-def _write_dataset(root: Path) -> list:
-    """Train (2 images) and test (3 images) splits, one square each; returns the test images
-    as (BGR image, mask, xywh box)."""
-    rng = np.random.default_rng(0)
-    test_items = []
-    splits = {}
-    for split, count in (("train", 2), ("test", 3)):
-        (root / split).mkdir(parents=True)
-        images, anns = [], []
-        for i in range(count):
-            img = np.full((H, W, 3), 30, np.uint8)
-            img[:, :, 2] = rng.integers(0, 60, (H, W), dtype=np.uint8)
-            mask = np.zeros((H, W), np.uint8)
-            cx, cy = int(rng.integers(20, 60)), int(rng.integers(20, 44))
-            cv2.rectangle(mask, (cx - 10, cy - 10), (cx + 10, cy + 10), 1, -1)
-            img[mask > 0] = (0, 200, 0)
-            rle = mask_util.encode(np.asfortranarray(mask))
-            rle["counts"] = rle["counts"].decode()
-            x, y, w, h = cv2.boundingRect(mask)
-            anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
-                         "bbox": [x, y, w, h], "area": int(mask.sum()), "segmentation": rle})
-            cv2.imwrite(str(root / split / f"{i}.png"), img)
-            images.append({"id": i + 1, "file_name": f"{i}.png", "height": H, "width": W})
-            if split == "test":
-                test_items.append((img, mask, (x, y, w, h)))
-        (root / f"{split}.json").write_text(json.dumps(
-            {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "square"}]}))
-        splits[split] = f"    images: {split}\n    annotations: {split}.json\n"
-    (root / "vld.yaml").write_text(
-        "name: vld\nkind: coco_instances\nsplits:\n"
-        + "".join(f"  {s}:\n{body}" for s, body in splits.items()))
-    return test_items
-
-
 def _config():
-    """A tiny GroupNorm Mask R-CNN (MobileNet-V3-small FPN); test images are not resized."""
-    from d2seg.config import add_d2seg_config
-    from d2seg.runners.diagnostics import tiny_mask_rcnn_cfg
-
-    cfg = add_d2seg_config(tiny_mask_rcnn_cfg("cpu", 64))
-    cfg.MODEL.BACKBONE.NAME = "build_torchvision_fpn_backbone"
-    cfg.MODEL.TORCHVISION.ARCH = "mobilenet_v3_small"
-    cfg.MODEL.TORCHVISION.NORM = "GN"
-    cfg.MODEL.FPN.OUT_CHANNELS = 32
-    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 64
-    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 32
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 1
-    cfg.DATASETS.TRAIN = ("vld_train",)
-    cfg.DATASETS.TEST = ("vld_test",)
-    cfg.DATALOADER.NUM_WORKERS = 0
-    cfg.SOLVER.IMS_PER_BATCH = 2
-    cfg.SOLVER.BASE_LR = 0.01
+    """The tiny GroupNorm Mask R-CNN; test images are not resized."""
+    cfg = tiny_config("vld_train", "vld_test")
     cfg.SOLVER.WARMUP_ITERS = 0
     cfg.SOLVER.MAX_ITER = 3
     cfg.SOLVER.CHECKPOINT_PERIOD = 1
-    cfg.TEST.EVAL_PERIOD = 0
     cfg.D2SEG.BEST_METRIC = ""
     cfg.D2SEG.PROGRESS_BAR = False
     cfg.D2SEG.RUN_REPORT = False
@@ -137,7 +82,9 @@ def _config():
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("vld")
-    items = _write_dataset(root / "data")
+    # 3 test images, so the two ranks get unequal shares (2 and 1)
+    items = write_squares_dataset(root / "data", "vld", {"train": 2, "test": 3},
+                                  texture=True)["test"]
     (root / "gn.yaml").write_text(_config().dump())
     env = dict(os.environ, D2SEG_DATASETS=str(root / "data"), PYTHONUNBUFFERED="1",
                OMP_NUM_THREADS="1")

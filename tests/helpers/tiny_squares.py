@@ -17,17 +17,19 @@ H, W = 64, 80
 
 def write_squares_dataset(root: Path, name: str, splits=("train",), *, texture: bool = False
                           ) -> dict[str, list]:
-    """Splits of two images each under ``root/<split>/`` with ``root/<split>.json`` and the
-    manifest ``root/<name>.yaml`` (datasets ``<name>_<split>``). Returns, per split, each image
-    as (BGR image, mask, xywh box), for tests that build model inputs by hand. ``texture``: a
-    random red channel, so that batch statistics are not degenerate."""
+    """Splits under ``root/<split>/`` with ``root/<split>.json`` and the manifest
+    ``root/<name>.yaml`` (datasets ``<name>_<split>``): ``splits`` names them (two images each)
+    or maps each name to its number of images. Returns, per split, each image as (BGR image,
+    mask, xywh box), for tests that build model inputs by hand. ``texture``: a random red
+    channel, so that batch statistics are not degenerate."""
     rng = np.random.default_rng(0)
     items: dict[str, list] = {}
     manifest = f"name: {name}\nkind: coco_instances\nsplits:\n"
-    for split in splits:
+    counts = dict(splits) if isinstance(splits, dict) else {split: 2 for split in splits}
+    for split, count in counts.items():
         (root / split).mkdir(parents=True)
         images, anns, items[split] = [], [], []
-        for i in range(2):
+        for i in range(count):
             img = np.full((H, W, 3), 30, np.uint8)
             if texture:
                 img[:, :, 2] = rng.integers(0, 60, (H, W), dtype=np.uint8)
