@@ -120,8 +120,7 @@ def fold_frozen_batchnorm(model) -> int:
         if isinstance(module, torch.nn.Sequential):
             children = list(module.named_children())
             for (_, conv), (name, bn) in zip(children, children[1:]):
-                if (isinstance(conv, torch.nn.Conv2d) and isinstance(bn, FrozenBatchNorm2d)
-                        and conv.groups >= 1):
+                if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, FrozenBatchNorm2d):
                     fold(conv, bn)
                     setattr(module, name, torch.nn.Identity())
                     count += 1
@@ -140,6 +139,8 @@ def peak_rss_mb() -> float:
 def child(variant: str, size: int, folder: Path, threads: int, warmup: int, repeat: int,
           batch: int = 1, model_name: str = "mnv2") -> dict:
     """One variant's timings in this process; returns what the parent prints."""
+    import numpy as np
+
     image = bench_image(size)
     images = [image] * batch
     if variant in ("onnx", "openvino"):
@@ -151,7 +152,6 @@ def child(variant: str, size: int, folder: Path, threads: int, warmup: int, repe
         def run():
             return model(images)[-1]
     elif variant == "torchvision":
-        import numpy as np
         import torch
         from torchvision.models.detection import maskrcnn_resnet50_fpn
 
@@ -191,8 +191,6 @@ def child(variant: str, size: int, folder: Path, threads: int, warmup: int, repe
         result = run()
         times.append(time.perf_counter() - start)
     times.sort()
-    import numpy as np
-
     np.savez(folder / f"result_{variant}_{size}.npz", scores=np.asarray(result["scores"]),
              masks=np.asarray(result["masks"]))
     return {"variant": variant, "size": size, "image": list(image.shape[:2]), "batch": batch,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import difflib
 
-from d2seg.data.manifest import Manifest
+from d2seg.data.manifest import BROKEN_MANIFESTS, Manifest, broken_manifest_for
 from d2seg.errors import D2SegError
 
 _REGISTERED: dict[str, Manifest] = {}  # manifest name -> the manifest registered under it
@@ -110,8 +110,6 @@ def registered_metadata(dataset_name: str, where: str = "dataset"):
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     if dataset_name not in DatasetCatalog.list():
-        from d2seg.data.manifest import broken_manifest_for
-
         broken = broken_manifest_for(dataset_name)
         if broken is not None:  # its manifest was set aside: that is the reason to give
             raise broken
@@ -133,7 +131,6 @@ def register_datasets() -> list[str]:
     Commands that run no model use ``d2seg.data.catalog`` instead (no torch).
     """
     from d2seg.data import catalog
-    from d2seg.data.manifest import BROKEN_MANIFESTS
 
     names = []
     for manifest in catalog.scan():

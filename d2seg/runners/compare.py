@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from d2seg.errors import D2SegError
+from d2seg.io.labels import read_label_png
 
 KINDS = ("model", "superpixels", "grabcut", "watershed")
 _SEMANTIC_KINDS = {"model", "superpixels"}
@@ -136,12 +137,6 @@ def _read_bgr(path: str) -> np.ndarray:
     return read_image(path, format="BGR")
 
 
-def _read_labels(path: str) -> np.ndarray:
-    from d2seg.io.labels import read_label_png
-
-    return read_label_png(path)
-
-
 # ------------------------------------------------------------------ running one method
 
 class _Runner:
@@ -219,7 +214,7 @@ class _Runner:
             if source is not None:
                 labels = self.outputs[source][index]
             else:
-                gt = _read_labels(record["sem_seg_file_name"])
+                gt = read_label_png(record["sem_seg_file_name"])
                 rng = np.random.default_rng(self.rng_seed + index)
                 labels = np.where(rng.random(gt.shape) < float(sparse), gt, ignore).astype(np.uint8)
             return refine_semantic(rgb, labels, algorithm, ignore=ignore, **p).astype(np.uint8)
@@ -274,7 +269,7 @@ def _score_semantic(data: _Data, labels: list[np.ndarray]) -> dict:
     from d2seg.evaluation.semantic_metrics import semantic_metrics
 
     classes = data.meta.stuff_classes
-    pairs = ((_read_labels(r["sem_seg_file_name"]), pred) for r, pred in zip(data.records, labels))
+    pairs = ((read_label_png(r["sem_seg_file_name"]), pred) for r, pred in zip(data.records, labels))
     ignore = data.meta.get("ignore_label", 255)
     # superpixel voting may leave pixels without a label (ignore): they count as misses
     m = semantic_metrics(pairs, len(classes), ignore, unlabeled_prediction=ignore)
@@ -349,7 +344,7 @@ def _draw(data: _Data, image: np.ndarray, output) -> np.ndarray:
 def _ground_truth_output(data: _Data, record: dict):
     """The record's ground truth in the form a method's output has (labels or mask entries)."""
     if data.task == "semantic":
-        return _read_labels(record["sem_seg_file_name"])
+        return read_label_png(record["sem_seg_file_name"])
     from d2seg.io.rle import to_rle
 
     inverse = {v: k for k, v in data.meta.thing_dataset_id_to_contiguous_id.items()}

@@ -270,32 +270,24 @@ def test_model_file_that_is_not_onnx(exported, tmp_path, capsys, image_file):
     assert str(folder / "model.onnx") in err and "ONNX" in err
 
 
-def test_onnxruntime_not_installed(exported, image_file, tmp_path):
-    code = ("import sys; sys.modules['onnxruntime'] = None\n"
+@pytest.mark.parametrize("package, backend_args, extra", [
+    ("onnxruntime", [], "deploy"),
+    ("openvino", ["--backend", "openvino"], "openvino"),
+])
+def test_backend_not_installed(exported, image_file, tmp_path, package, backend_args, extra):
+    """The backend's package cannot be imported (onnxruntime, the default; openvino with
+    ``--backend openvino``): one line naming the package and the install command, exit 2."""
+    args = [str(image_file), "--model", str(exported), *backend_args, "--out",
+            str(tmp_path / "out")]
+    code = (f"import sys; sys.modules[{package!r}] = None\n"
             "from d2seg.cli.main import main\n"
-            f"sys.exit(main(['predict', {str(image_file)!r}, '--model', {str(exported)!r}, "
-            f"'--out', {str(tmp_path / 'out')!r}]))")
+            f"sys.exit(main(['predict', *{args!r}]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 2
     err = proc.stderr.strip()
-    assert len(err.splitlines()) == 1 and "onnxruntime is not installed" in err
-    assert "pip install 'd2seg[deploy]'" in err
-
-
-def test_openvino_backend_not_installed(exported, image_file, tmp_path):
-    """``--backend openvino`` in an interpreter where openvino cannot be imported: one line
-    naming the package and the install command, exit 2."""
-    code = ("import sys; sys.modules['openvino'] = None\n"
-            "from d2seg.cli.main import main\n"
-            f"sys.exit(main(['predict', {str(image_file)!r}, '--model', {str(exported)!r}, "
-            f"'--backend', 'openvino', '--out', {str(tmp_path / 'out')!r}]))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert proc.returncode == 2
-    err = proc.stderr.strip()
-    assert len(err.splitlines()) == 1 and "openvino is not installed" in err
-    assert "pip install 'd2seg[openvino]'" in err
+    assert len(err.splitlines()) == 1 and f"{package} is not installed" in err
+    assert f"pip install 'd2seg[{extra}]'" in err
 
 
 def test_label_suggest_and_next_with_an_exported_model(exported, images, tmp_path):

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tiny_squares import H, W, tiny_config, write_squares_dataset
+from tiny_squares import H, W, validation_run_config, write_squares_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -67,25 +67,13 @@ dump()
 sys.exit(code)
 """
 
-def _config():
-    """The tiny GroupNorm Mask R-CNN; test images are not resized."""
-    cfg = tiny_config("vld_train", "vld_test")
-    cfg.SOLVER.WARMUP_ITERS = 0
-    cfg.SOLVER.MAX_ITER = 3
-    cfg.SOLVER.CHECKPOINT_PERIOD = 1
-    cfg.D2SEG.BEST_METRIC = ""
-    cfg.D2SEG.PROGRESS_BAR = False
-    cfg.D2SEG.RUN_REPORT = False
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("vld")
     # 3 test images, so the two ranks get unequal shares (2 and 1)
     items = write_squares_dataset(root / "data", "vld", {"train": 2, "test": 3},
                                   texture=True)["test"]
-    (root / "gn.yaml").write_text(_config().dump())
+    (root / "gn.yaml").write_text(validation_run_config("vld").dump())
     env = dict(os.environ, D2SEG_DATASETS=str(root / "data"), PYTHONUNBUFFERED="1",
                OMP_NUM_THREADS="1")
     return SimpleNamespace(root=root, items=items, env=env)

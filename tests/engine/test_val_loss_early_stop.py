@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tiny_squares import H, W, tiny_config, write_squares_dataset
+from tiny_squares import H, W, validation_run_config, write_squares_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -38,23 +38,12 @@ sys.exit(main(sys.argv[1:]))
 
 
 
-def _config(norm: str = "GN"):
-    cfg = tiny_config("vles_train", "vles_test", norm)
-    cfg.SOLVER.WARMUP_ITERS = 0
-    cfg.SOLVER.MAX_ITER = 3
-    cfg.SOLVER.CHECKPOINT_PERIOD = 1
-    cfg.D2SEG.BEST_METRIC = ""
-    cfg.D2SEG.PROGRESS_BAR = False
-    cfg.D2SEG.RUN_REPORT = False
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("vles")
     items = write_squares_dataset(root / "data", "vles", ("train", "test"), texture=True)["test"]
-    (root / "bn.yaml").write_text(_config("BN").dump())
-    (root / "gn.yaml").write_text(_config("GN").dump())
+    (root / "bn.yaml").write_text(validation_run_config("vles", "BN").dump())
+    (root / "gn.yaml").write_text(validation_run_config("vles", "GN").dump())
     env = dict(os.environ, D2SEG_DATASETS=str(root / "data"), PYTHONUNBUFFERED="1",
                OMP_NUM_THREADS="1")
     return SimpleNamespace(root=root, items=items, env=env)

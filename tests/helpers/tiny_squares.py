@@ -74,3 +74,17 @@ def tiny_config(train: str, test: str | None = None, norm: str = "GN"):
     cfg.SOLVER.STEPS = ()
     cfg.TEST.EVAL_PERIOD = 0
     return cfg
+
+
+def validation_run_config(name: str, norm: str = "GN"):
+    """The tiny model trained on ``<name>_train`` with ``<name>_test`` for validation: 3
+    iterations from the first (no warm-up), a checkpoint after each, and none of the extras a
+    test does not look at (best metric, progress bar, run report)."""
+    cfg = tiny_config(f"{name}_train", f"{name}_test", norm)
+    cfg.SOLVER.WARMUP_ITERS = 0
+    cfg.SOLVER.MAX_ITER = 3
+    cfg.SOLVER.CHECKPOINT_PERIOD = 1
+    cfg.D2SEG.BEST_METRIC = ""
+    cfg.D2SEG.PROGRESS_BAR = False
+    cfg.D2SEG.RUN_REPORT = False
+    return cfg
