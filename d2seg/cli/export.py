@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 FORMATS = ("onnx",)
 
 
@@ -17,6 +19,10 @@ def add_parser(sub) -> None:
     p.add_argument("--format", default="onnx", choices=FORMATS)
     p.add_argument("--out", required=True, metavar="DIR",
                    help="folder for model.onnx, model.json and config.yaml")
+    p.add_argument("--min-score", type=float, default=None, metavar="S",
+                   help="the lowest detection score the export keeps (sets "
+                        "MODEL.ROI_HEADS.SCORE_THRESH_TEST; d2seg predict --min-score can raise "
+                        "it when serving, not lower it)")
     p.add_argument("--no-check", action="store_true",
                    help="skip running the written graph against PyTorch on a test picture")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE")
@@ -24,34 +30,22 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from detectron2.data import MetadataCatalog
-
-    from d2seg.config import load_config
-    from d2seg.deploy.export import export_onnx
+    from d2seg.config.classes import load_model_config
     from d2seg.data.register import register_datasets
-    from d2seg.config.prepare import prepare_config
+    from d2seg.deploy.export import export_onnx
 
     register_datasets()
-    overrides = list(args.opts)
-    names = category_ids = colors = stuff_names = stuff_colors = None
-    if args.dataset:
-        overrides += ["DATASETS.TRAIN", f"('{args.dataset}',)", "DATASETS.TEST", "()"]
-    cfg = load_config(args.config_file, overrides + ["MODEL.DEVICE", "cpu"])
-    if args.dataset:
-        cfg = prepare_config(cfg)
-        meta = MetadataCatalog.get(args.dataset)
-        names = meta.get("thing_classes", None)
-        colors = meta.get("thing_colors", None)
-        to_contiguous = meta.get("thing_dataset_id_to_contiguous_id", None)
-        if to_contiguous:
-            by_index = {v: k for k, v in to_contiguous.items()}
-            category_ids = [by_index[i] for i in range(len(by_index))]
-        stuff_names = meta.get("stuff_classes", None)
-        stuff_colors = meta.get("stuff_colors", None)
-    meta = export_onnx(cfg, args.weights, args.out, class_names=names, category_ids=category_ids,
-                       colors_rgb=colors, stuff_names=stuff_names, stuff_colors_rgb=stuff_colors,
-                       dataset=args.dataset, check=not args.no_check)
+    opts = list(args.opts) + ["MODEL.DEVICE", "cpu"]
+    if args.min_score is not None:
+        opts += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(args.min_score)]
+    cfg, classes = load_model_config(args.config_file, opts, args.dataset)
+    meta = export_onnx(cfg, args.weights, args.out, class_names=classes.names,
+                       category_ids=classes.category_ids, colors_rgb=classes.colors,
+                       stuff_names=classes.stuff_names, stuff_colors_rgb=classes.stuff_colors,
+                       dataset=classes.dataset, check=not args.no_check)
     count = (meta.get("classes") or meta["semantic_classes"])["count"]
     print(f"exported {meta['architecture']} ({count} classes) to "
           f"{args.out}/model.onnx and model.json")
+    if classes.note:
+        print(classes.note, file=sys.stderr)
     return 0

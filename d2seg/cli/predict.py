@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="predict on images/folders/globs/videos; COCO JSON + pictures")
@@ -19,7 +21,12 @@ def add_parser(sub) -> None:
     p.add_argument("--dataset", metavar="NAME", help="registered dataset whose classes the model has")
     p.add_argument("--out", default="runs/predict", metavar="DIR")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--score-thresh", type=float, default=0.5, help="drawing threshold (all go to the JSON)")
+    p.add_argument("--score-thresh", type=float, default=0.5,
+                   help="drawing threshold (every kept detection goes to the JSON)")
+    p.add_argument("--min-score", type=float, default=None, metavar="S",
+                   help="keep only detections scoring above S, in the JSON too (default: the "
+                        "model's MODEL.ROI_HEADS.SCORE_THRESH_TEST, or the export's threshold, "
+                        "below which an exported model cannot go)")
     p.add_argument("--no-render", action="store_true", help="only write results.json")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE")
     p.set_defaults(run=run)
@@ -41,38 +48,33 @@ def run(args) -> int:
     if not (args.config_file and args.weights):
         raise D2SegError("which model? pass --config-file YAML --weights FILE, or --model DIR "
                          "(an export folder)", where="d2seg predict")
-    from detectron2.data import MetadataCatalog
-
-    from d2seg.config import load_config
-    from d2seg.engine.predict import predict
+    from d2seg.config.classes import load_model_config
     from d2seg.data.register import register_datasets
-    from d2seg.config.prepare import prepare_config
+    from d2seg.engine.predict import predict
 
     register_datasets()
-    overrides = list(args.opts)
-    names = mapping = stuff_names = stuff_colors = None
-    if args.dataset:
-        overrides += ["DATASETS.TRAIN", f"('{args.dataset}',)", "DATASETS.TEST", "()"]
-    cfg = load_config(args.config_file, overrides)
-    if args.dataset:
-        cfg = prepare_config(cfg)
-        meta = MetadataCatalog.get(args.dataset)
-        names = meta.get("thing_classes", None)
-        to_contiguous = meta.get("thing_dataset_id_to_contiguous_id", None)
-        mapping = {v: k for k, v in to_contiguous.items()} if to_contiguous else None
-        stuff_names, stuff_colors = meta.get("stuff_classes", None), meta.get("stuff_colors", None)
-    elif cfg.MODEL.DEVICE == "auto":
-        cfg.defrost()
+    opts = list(args.opts)
+    if args.min_score is not None:
+        opts += ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(args.min_score)]
+    cfg, classes = load_model_config(args.config_file, opts, args.dataset)
+    if cfg.MODEL.DEVICE == "auto":
         import torch
 
+        cfg.defrost()
         cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.min_score is not None and cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor":
+        raise D2SegError("a semantic model has no detection scores to threshold",
+                         where="--min-score", hint="drop --min-score")
     summary = predict(cfg, args.inputs, args.out, weights=args.weights, batch_size=args.batch_size,
-                      render=not args.no_render, score_thresh=args.score_thresh, class_names=names,
-                      contiguous_to_category=mapping, stuff_names=stuff_names,
-                      stuff_colors=stuff_colors)
+                      render=not args.no_render, score_thresh=args.score_thresh,
+                      class_names=classes.names,
+                      contiguous_to_category=classes.contiguous_to_category,
+                      stuff_names=classes.stuff_names, stuff_colors=classes.stuff_colors)
     from d2seg.engine.predict import summary_line
 
     print(summary_line(summary))
+    if classes.note:
+        print(classes.note, file=sys.stderr)
     return 0
 
 
@@ -81,7 +83,8 @@ def run_exported(args) -> int:
     from d2seg.deploy import load
     from d2seg.engine.predict import predict, summary_line
 
-    model = load(args.model, task=args.task, backend=args.backend or "onnxruntime")
+    model = load(args.model, task=args.task, backend=args.backend or "onnxruntime",
+                 min_score=args.min_score)
     summary = predict(None, args.inputs, args.out, batch_size=args.batch_size,
                       render=not args.no_render, score_thresh=args.score_thresh,
                       class_names=model.class_names,

@@ -21,11 +21,11 @@ TASKS = ("instances", "semantic", "panoptic")  # what an export folder may serve
 
 
 def load(folder, threads: int | None = None, *, task: str | None = None,
-         backend: str = "onnxruntime"):
+         backend: str = "onnxruntime", min_score: float | None = None):
     """The predictor of an export folder (see :func:`d2seg.deploy.runtime.load`)."""
     from d2seg.deploy.runtime import load as _load
 
-    return _load(folder, threads=threads, task=task, backend=backend)
+    return _load(folder, threads=threads, task=task, backend=backend, min_score=min_score)
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "TASKS", "load"]

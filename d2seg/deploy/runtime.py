@@ -174,8 +174,9 @@ class OnnxPredictor:
 
 
 def _detections(out: dict, image: tuple[int, int], resized: tuple[int, int],
-                mask_threshold: float) -> dict:
-    """boxes/scores/classes/masks at the image's size from the graph's detections."""
+                mask_threshold: float, min_score: float | None = None) -> dict:
+    """boxes/scores/classes/masks at the image's size from the graph's detections, keeping
+    those scoring above ``min_score`` when given."""
     (h, w), (new_h, new_w) = image, resized
     boxes = np.asarray(out["boxes"], np.float32).reshape(-1, 4).copy()
     # back to the image: scale, clip to it, drop boxes left empty (detectron2's
@@ -185,7 +186,10 @@ def _detections(out: dict, image: tuple[int, int], resized: tuple[int, int],
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
     keep = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
-    boxes, scores = boxes[keep], np.asarray(out["scores"], np.float32).reshape(-1)[keep]
+    scores = np.asarray(out["scores"], np.float32).reshape(-1)
+    if min_score is not None:
+        keep &= scores > min_score  # detectron2's test: above the threshold
+    boxes, scores = boxes[keep], scores[keep]
     classes = np.asarray(out["classes"], np.int64).reshape(-1)[keep]
     mask_probs = np.asarray(out["mask_probs"])[keep]
     masks = np.zeros((len(boxes), h, w), bool)
@@ -197,7 +201,13 @@ def _detections(out: dict, image: tuple[int, int], resized: tuple[int, int],
 class OnnxInstancePredictor(OnnxPredictor):
     """An exported Mask R-CNN: ``predictor(image_bgr)`` returns ``boxes`` (N, 4) XYXY float32,
     ``scores`` (N,) float32, ``classes`` (N,) int64 (indices into ``class_names``) and ``masks``
-    (N, H, W) bool at the image's size, best score first."""
+    (N, H, W) bool at the image's size, best score first.
+
+    ``score_thresh`` is the export's threshold (the graph keeps detections scoring above it);
+    ``min_score`` (None: that one) drops more at serve time. Raising the threshold after the
+    graph gives what a graph exported with the higher threshold gives: per-class NMS lets a box
+    suppress only lower-scoring ones, and the top-k keeps the best, so the detections above it
+    are the same either way."""
 
     task = "instances"
 
@@ -205,10 +215,24 @@ class OnnxInstancePredictor(OnnxPredictor):
         super().__init__(folder, meta, session)
         self.mask_threshold = float(meta.get("mask_threshold", 0.5))
         self.score_thresh = meta.get("score_thresh")
+        self.min_score: float | None = None
+
+    def set_min_score(self, min_score: float | None) -> None:
+        """Keep only detections scoring above ``min_score`` (None: all the graph returns). It
+        cannot go below the export's own threshold: those detections are not in the graph's
+        output."""
+        if min_score is not None and self.score_thresh is not None \
+                and float(min_score) < float(self.score_thresh):
+            raise D2SegError(f"the model was exported with score threshold {self.score_thresh}: "
+                             f"it keeps no detections scoring {min_score}",
+                             file=str(self.folder / "model.json"),
+                             hint=f"use --min-score {self.score_thresh} or more, or export again "
+                                  f"with d2seg export --min-score {min_score}")
+        self.min_score = None if min_score is None else float(min_score)
 
     def predict_one(self, image_bgr: np.ndarray) -> dict:
         out, image, resized = self._run(image_bgr, OUTPUTS)
-        return _detections(out, image, resized, self.mask_threshold)
+        return _detections(out, image, resized, self.mask_threshold, self.min_score)
 
     def predict_batch(self, images: list[np.ndarray]) -> list[dict]:
         return [{"instances": self.predict_one(image)} for image in images]
@@ -243,7 +267,7 @@ class OnnxPanopticPredictor(OnnxInstancePredictor):
         from d2seg.panoptic.combine_numpy import combine_panoptic_numpy
 
         out, image, resized = self._run(image_bgr, TASK_OUTPUTS["panoptic"])
-        instances = _detections(out, image, resized, self.mask_threshold)
+        instances = _detections(out, image, resized, self.mask_threshold, self.min_score)
         labels = semantic_labels(out["sem_seg_logits"], resized, image)
         # always combined, as detectron2's PanopticFPN.inference does (whatever COMBINE.ENABLED)
         panoptic = combine_panoptic_numpy(
@@ -360,14 +384,15 @@ def _openvino_session(ov, model_file: Path, threads: int | None):
 
 
 def load(folder, threads: int | None = None, *, task: str | None = None,
-         backend: str = "onnxruntime") -> OnnxPredictor:
+         backend: str = "onnxruntime", min_score: float | None = None) -> OnnxPredictor:
     """The predictor of an export folder: ``OnnxInstancePredictor``, ``OnnxSemanticPredictor`` or
     ``OnnxPanopticPredictor`` by the task model.json names. ``task``: the task the caller
     expects (an export of another task is an error). ``threads``: the backend's intra-op threads
     (its default when None). ``backend``: ``onnxruntime`` (default) or ``openvino``. Every
     problem with the folder is one D2SegError naming the file: no folder, no model.json, another
     task or a newer format, no model file or one the backend cannot load; a backend that is not
-    installed names its package and the install command."""
+    installed names its package and the install command. ``min_score``: keep only detections
+    scoring above it (a detector's; at least the export's threshold, see ``set_min_score``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise D2SegError("no such folder (an export folder from d2seg export)", file=str(folder))
@@ -391,4 +416,9 @@ def load(folder, threads: int | None = None, *, task: str | None = None,
                          file=str(model_file), hint="export the model again")
     predictor = PREDICTORS[meta["task"]](folder, meta, session)
     predictor.backend = backend
+    if min_score is not None:
+        if not isinstance(predictor, OnnxInstancePredictor):
+            raise D2SegError("a semantic model has no detection scores to threshold",
+                             file=str(folder / "model.json"), hint="drop --min-score")
+        predictor.set_min_score(min_score)
     return predictor

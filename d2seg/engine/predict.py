@@ -127,10 +127,12 @@ def require_class_counts(cfg) -> None:
     keys = _CLASS_COUNT_KEYS.get(cfg.MODEL.META_ARCHITECTURE, ("ROI_HEADS", "SEM_SEG_HEAD"))
     for key in keys:
         if key in cfg.MODEL and cfg.MODEL[key].get("NUM_CLASSES", None) == 0:
+            named = (f" (this config trains on {cfg.DATASETS.TRAIN[0]})"
+                     if cfg.DATASETS.TRAIN else "")
             raise D2SegError("0 means the class count comes from the training data",
                              where=f"MODEL.{key}.NUM_CLASSES",
                              hint="pass --dataset NAME (the training dataset, whose classes the "
-                                  f"model has) or set MODEL.{key}.NUM_CLASSES")
+                                  f"model has{named}) or set MODEL.{key}.NUM_CLASSES")
 
 
 class BatchPredictor:

@@ -140,6 +140,58 @@ def test_no_detections_is_an_empty_result(tmp_path, checkpoint, images):
     assert got["masks"].shape == (0, *image.shape[:2])
 
 
+def test_min_score_at_serve_time_is_an_export_with_that_threshold(exported, checkpoint, images):
+    """``load(min_score=S)`` on the threshold-0 export keeps what PyTorch keeps at
+    ``SCORE_THRESH_TEST`` S (same detections, boxes, scores, masks), S being the median score on
+    the image so that some detections go and some stay."""
+    from d2seg.deploy import load
+
+    everything = load(exported, threads=1)
+    for name in ("demo_0", "240x400"):
+        image = images[name]
+        scores = everything(image)["scores"]
+        s = float(np.round(np.median(scores), 3))
+        ref = _eager(s, checkpoint)([image])[0]["instances"]
+        assert 0 < len(ref) < len(scores), name
+        got = load(exported, threads=1, min_score=s)(image)
+        assert (got["scores"] > s).all()
+        assert _compare(ref, got, s) >= len(ref) - 2, name  # all but those within 1e-3 of S
+
+
+def test_predict_min_score_writes_the_same_results_on_both_paths(exported, checkpoint, images,
+                                                                  tmp_path):
+    """``d2seg predict --min-score S`` from the export and from the checkpoint: the same
+    detections (category, score within 1e-3) in results.json, every one scoring above S, fewer
+    than without it."""
+    image_file = tmp_path / "in" / "demo.png"
+    image_file.parent.mkdir()
+    cv2.imwrite(str(image_file), images["demo_1"])
+    base = ["predict", str(image_file), "--min-score", "0.3", "--no-render"]
+    assert main(base + ["--model", str(exported), "--out", str(tmp_path / "onnx")]) == 0
+    assert main(base + ["--config-file", str(REPO / CONFIG), "--weights", str(checkpoint),
+                        "--dataset", DATASET, "--out", str(tmp_path / "eager"),
+                        "--opts", "MODEL.DEVICE", "cpu"]) == 0
+    assert main(["predict", str(image_file), "--no-render", "--model", str(exported),
+                 "--out", str(tmp_path / "all")]) == 0
+    got, ref, everything = (json.loads((tmp_path / d / "results.json").read_text())
+                            for d in ("onnx", "eager", "all"))
+    assert 0 < len(got) == len(ref) < len(everything)
+    assert min(r["score"] for r in got + ref) > 0.3
+    order = lambda rs: sorted(rs, key=lambda r: (r["category_id"], r["score"]))  # noqa: E731
+    for g, r in zip(order(got), order(ref)):
+        assert g["category_id"] == r["category_id"] and abs(g["score"] - r["score"]) <= 1e-3
+
+
+def test_min_score_below_the_export_threshold(exported, tmp_path, capsys, image_file):
+    """An export made at threshold 0.5 cannot serve 0.3: one line naming model.json, exit 2."""
+    folder = _copy_export(exported, tmp_path / "at05", score_thresh=0.5)
+    code = main(["predict", str(image_file), "--model", str(folder), "--min-score", "0.3",
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "model.json" in err and "score threshold 0.5" in err and "--min-score" in err
+
+
 PROBE = """
 import json, sys
 import cv2

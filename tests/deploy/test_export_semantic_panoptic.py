@@ -124,6 +124,17 @@ def test_semantic_labels_agree_with_pytorch(semantic, images):
         assert _agreement(ref, got) >= 0.999, (name, _agreement(ref, got))
 
 
+def test_min_score_on_a_semantic_export_is_refused(semantic):
+    """A semantic model has no scores to threshold: ``load(min_score=...)`` says so, naming
+    model.json."""
+    from d2seg.deploy import load
+    from d2seg.errors import D2SegError
+
+    with pytest.raises(D2SegError, match="no detection scores") as info:
+        load(semantic[2], threads=1, min_score=0.3)
+    assert "model.json" in str(info.value)
+
+
 def test_a_list_of_images_gives_the_one_by_one_results(semantic, images):
     from d2seg.deploy import load
 
