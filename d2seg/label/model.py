@@ -55,9 +55,8 @@ def load_model(config_file=None, weights=None, model_dir=None, dataset=None, opt
     if not (config_file and weights):
         raise D2SegError("which model? pass --config-file YAML --weights FILE, or --model DIR "
                          "(an export folder)", where=command)
-    from detectron2.data import MetadataCatalog
-
     from d2seg.config import load_config
+    from d2seg.config.classes import dataset_classes
     from d2seg.engine.predict import BatchPredictor
     from d2seg.data.register import register_datasets
     from d2seg.config.prepare import prepare_config
@@ -76,13 +75,11 @@ def load_model(config_file=None, weights=None, model_dir=None, dataset=None, opt
                          file=str(config_file), hint="pre-annotations need a Mask R-CNN")
     if score_thresh is not None and cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST > score_thresh:
         cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = float(score_thresh)
-    meta = MetadataCatalog.get(dataset)
-    names = meta.get("thing_classes", None)
+    classes = dataset_classes(dataset)
+    names = classes.names
     if not names:
         raise D2SegError("the dataset has no thing classes", where=dataset,
                          hint="pass --dataset NAME (an instances dataset)")
-    to_contiguous = meta.get("thing_dataset_id_to_contiguous_id", None) or {}
-    by_index = {v: k for k, v in to_contiguous.items()}
-    ids = [int(by_index.get(i, i + 1)) for i in range(len(names))]
+    ids = classes.category_ids or list(range(1, len(names) + 1))
     cfg.freeze()
     return LabelModel(BatchPredictor(cfg, weights), list(names), ids)
