@@ -306,15 +306,16 @@ def main() -> int:
     print(f"\n{args.model}, threads {args.threads}, median of {args.repeat} after {args.warmup} "
           f"warm-up runs, batch {args.batch}, per image, end to end (BGR image in, image-size "
           "masks out)")
-    print(f"{'input':>10} {'variant':>22} {'median ms':>10} {'min ms':>8} {'dets':>5} "
-          f"{'mask px':>8} {'peak RSS MB':>12} {'vs eager':>9}")
+    print(f"{'input':>10} {'variant':>22} {'median ms':>10} {'min ms':>8} {'images/s':>9} "
+          f"{'dets':>5} {'mask px':>8} {'peak RSS MB':>12} {'vs eager':>9}")
     for size in args.sizes:
         base = next((r["median_ms"] for r in rows if r["size"] == size and r["variant"] == "eager"),
                     None)
         for r in (r for r in rows if r["size"] == size):
             ratio = f"{base / r['median_ms']:.2f}x" if base else "-"
             print(f"{'x'.join(map(str, r['image'][::-1])):>10} {r['variant']:>22} "
-                  f"{r['median_ms']:>10.1f} {r['min_ms']:>8.1f} {r['detections']:>5} "
+                  f"{r['median_ms']:>10.1f} {r['min_ms']:>8.1f} {1000 / r['median_ms']:>9.2f} "
+                  f"{r['detections']:>5} "
                   f"{r['mask_pixels']:>8} {r['peak_rss_mb']:>12.0f} {ratio:>9} "
                   f"{r.get('vs_eager', '')}")
     return 0
