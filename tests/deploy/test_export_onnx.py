@@ -182,6 +182,37 @@ def test_predict_min_score_writes_the_same_results_on_both_paths(exported, check
         assert g["category_id"] == r["category_id"] and abs(g["score"] - r["score"]) <= 1e-3
 
 
+def test_predict_model_on_a_video(exported, checkpoint, images, tmp_path):
+    """A 4-frame video through ``d2seg predict --model``: a result per frame with the
+    detections of ``--config-file/--weights`` on the same frames (count, categories, scores
+    within 1e-3), and a rendered mp4 of 4 frames."""
+    frames = [images["demo_0"], images["demo_1"], images["demo_0"], images["demo_1"]]
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0,
+                             frames[0].shape[1::-1])
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    assert main(["predict", str(video), "--model", str(exported), "--out",
+                 str(tmp_path / "onnx"), "--min-score", "0.2"]) == 0
+    assert main(["predict", str(video), "--config-file", str(REPO / CONFIG), "--weights",
+                 str(checkpoint), "--dataset", DATASET, "--out", str(tmp_path / "eager"),
+                 "--min-score", "0.2", "--no-render", "--opts", "MODEL.DEVICE", "cpu"]) == 0
+    got, ref = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("onnx", "eager"))
+    index = json.loads((tmp_path / "onnx" / "images.json").read_text())
+    assert [e["file_name"] for e in index] == [f"clip.mp4#{i}" for i in range(4)]
+    for entry in index:
+        mine = sorted((r for r in got if r["image_id"] == entry["id"]),
+                      key=lambda r: (r["category_id"], r["score"]))
+        theirs = sorted((r for r in ref if r["image_id"] == entry["id"]),
+                        key=lambda r: (r["category_id"], r["score"]))
+        assert 0 < len(mine) == len(theirs)
+        for g, r in zip(mine, theirs):
+            assert g["category_id"] == r["category_id"] and abs(g["score"] - r["score"]) <= 1e-3
+    cap = cv2.VideoCapture(str(tmp_path / "onnx" / "rendered" / "clip.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+
+
 def test_min_score_below_the_export_threshold(exported, tmp_path, capsys, image_file):
     """An export made at threshold 0.5 cannot serve 0.3: one line naming model.json, exit 2."""
     folder = _copy_export(exported, tmp_path / "at05", score_thresh=0.5)
