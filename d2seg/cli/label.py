@@ -7,7 +7,8 @@ def _model_args(p) -> None:
     p.add_argument("--config-file", metavar="YAML", help="the model's config (with --weights)")
     p.add_argument("--weights", metavar="FILE", help="trained checkpoint (.pth)")
     p.add_argument("--model", metavar="DIR", help="an export folder from d2seg export "
-                   "(instead of --config-file/--weights; runs on onnxruntime)")
+                   "(instead of --config-file/--weights; runs on onnxruntime, or torchscript "
+                   "for a TorchScript export)")
     p.add_argument("--dataset", metavar="NAME", help="registered dataset whose classes the model "
                    "has (default: the config's first training dataset)")
     p.add_argument("--batch-size", type=int, default=4)

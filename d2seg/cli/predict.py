@@ -12,9 +12,10 @@ def add_parser(sub) -> None:
     p.add_argument("--weights", metavar="FILE", help="trained checkpoint (.pth)")
     p.add_argument("--model", metavar="DIR",
                    help="an export folder from d2seg export (instead of --config-file/--weights; "
-                        "runs on onnxruntime, without torch)")
-    p.add_argument("--backend", choices=("onnxruntime", "openvino"), default=None,
-                   help="with --model: the runtime (default onnxruntime; openvino needs "
+                        "an ONNX export runs without torch, a TorchScript one without detectron2)")
+    p.add_argument("--backend", choices=("onnxruntime", "openvino", "torchscript"), default=None,
+                   help="with --model: the runtime (default: the folder's format's, onnxruntime "
+                        "for ONNX, torchscript for TorchScript; openvino needs "
                         "pip install 'd2seg[openvino]')")
     p.add_argument("--task", choices=("instances", "semantic", "panoptic"), default=None,
                    help="with --model: the task the export must be of (an error otherwise)")
@@ -79,12 +80,11 @@ def run(args) -> int:
 
 
 def run_exported(args) -> int:
-    """``--model DIR``: the same outputs from an exported model; imports no torch."""
+    """``--model DIR``: the same outputs from an exported model (an ONNX one imports no torch)."""
     from d2seg.deploy import load
     from d2seg.engine.predict import predict, summary_line
 
-    model = load(args.model, task=args.task, backend=args.backend or "onnxruntime",
-                 min_score=args.min_score)
+    model = load(args.model, task=args.task, backend=args.backend, min_score=args.min_score)
     summary = predict(None, args.inputs, args.out, batch_size=args.batch_size,
                       render=not args.no_render, score_thresh=args.score_thresh,
                       class_names=model.class_names,

@@ -1,11 +1,13 @@
-"""Exported models: ``d2seg export`` writes a folder (model.onnx + model.json), ``load`` serves it.
+"""Exported models: ``d2seg export`` writes a folder (the model file + model.json), ``load``
+serves it.
 
-``load`` and the predictor it returns use onnxruntime (or OpenVINO), numpy, Pillow and OpenCV
-only: neither torch nor detectron2 is imported (the exporter, :mod:`d2seg.deploy.export`, needs
-both).
+An ONNX export (model.onnx) is served by onnxruntime (or OpenVINO), numpy, Pillow and OpenCV
+only: neither torch nor detectron2 is imported. A TorchScript export (model.ts) is served by
+torch and torchvision (its nms/roi_align ops), without detectron2. The exporter,
+:mod:`d2seg.deploy.export`, needs torch and detectron2.
 
     from d2seg.deploy import load
-    predictor = load("runs/export")
+    predictor = load("runs/export")      # the backend follows the folder's format
     result = predictor(image_bgr)        # at the image's size; by task:
     # instances: {"boxes", "scores", "classes", "masks"}
     # semantic:  {"sem_seg"} (H, W) class indices
@@ -16,12 +18,15 @@ both).
 from __future__ import annotations
 
 FORMAT = "d2seg-export"
-FORMAT_VERSION = 1  # the newest model.json layout this d2seg reads (and the one it writes)
+# the newest model.json layout this d2seg reads. It writes version 1 for ONNX (readable by a
+# d2seg from before TorchScript exports) and 2 for TorchScript (refused by such a d2seg, which
+# would hand model.ts to onnxruntime)
+FORMAT_VERSION = 2
 TASKS = ("instances", "semantic", "panoptic")  # what an export folder may serve
 
 
 def load(folder, threads: int | None = None, *, task: str | None = None,
-         backend: str = "onnxruntime", min_score: float | None = None):
+         backend: str | None = None, min_score: float | None = None):
     """The predictor of an export folder (see :func:`d2seg.deploy.runtime.load`)."""
     from d2seg.deploy.runtime import load as _load
 

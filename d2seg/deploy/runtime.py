@@ -1,4 +1,6 @@
-"""Serve an export folder with onnxruntime: resize, run the graph, post-process; no torch.
+"""Serve an export folder: resize, run the graph, post-process. An ONNX export runs on
+onnxruntime (or OpenVINO) without torch; a TorchScript export on torch and torchvision's ops,
+without detectron2.
 
 The graph (``d2seg.deploy.export``) takes the resized image (CHW uint8, in the model's channel
 order) and returns what the model computes at that size. What detectron2 does after its model
@@ -30,7 +32,9 @@ OUTPUTS = ("boxes", "classes", "mask_probs", "scores")  # a detector's graph out
 SEMANTIC_OUTPUTS = ("sem_seg_logits",)
 TASK_OUTPUTS = {"instances": OUTPUTS, "semantic": SEMANTIC_OUTPUTS,
                 "panoptic": OUTPUTS + SEMANTIC_OUTPUTS}
-BACKENDS = ("onnxruntime", "openvino")
+BACKENDS = ("onnxruntime", "openvino", "torchscript")
+# which backends serve each model format (model.json's "model_format"; the first is the default)
+FORMAT_BACKENDS = {"onnx": ("onnxruntime", "openvino"), "torchscript": ("torchscript",)}
 
 
 def resized_shape(h: int, w: int, min_size: int, max_size: int) -> tuple[int, int]:
@@ -311,11 +315,16 @@ def read_model_json(folder: Path) -> dict:
     if meta.get("task") not in TASKS:
         raise D2SegError(f"the model's task is {meta.get('task')!r}; this d2seg serves "
                          f"{', '.join(TASKS)} exports", file=str(path))
+    fmt = meta.setdefault("model_format", "onnx")  # folders written before it was recorded
+    if not isinstance(fmt, str) or fmt not in FORMAT_BACKENDS:
+        raise D2SegError(f"the model's format is {fmt!r}; this d2seg serves "
+                         f"{', '.join(FORMAT_BACKENDS)} exports", file=str(path))
     return meta
 
 
 _INSTALL = {"onnxruntime": "pip install 'd2seg[deploy]' (or: pip install onnxruntime)",
-            "openvino": "pip install 'd2seg[openvino]' (or: pip install openvino)"}
+            "openvino": "pip install 'd2seg[openvino]' (or: pip install openvino)",
+            "torchscript": "pip install torch torchvision"}
 
 
 def _import_backend(backend: str):
@@ -325,10 +334,14 @@ def _import_backend(backend: str):
     try:
         if backend == "openvino":
             import openvino as module
+        elif backend == "torchscript":
+            import torch as module
+            import torchvision  # noqa: F401  (registers the torchvision::nms/roi_align ops)
         else:
             import onnxruntime as module
-    except ImportError:
-        raise D2SegError(f"{backend} is not installed (the {backend} backend runs exported "
+    except ImportError as e:
+        package = backend if backend != "torchscript" else (e.name or "torch")
+        raise D2SegError(f"{package} is not installed (the {backend} backend runs exported "
                          "models on it)", hint=_INSTALL[backend]) from None
     return module
 
@@ -383,16 +396,89 @@ def _openvino_session(ov, model_file: Path, threads: int | None):
     return OpenVinoSession(compiled), outputs, inputs
 
 
+class TorchScriptSession:
+    """A traced TorchScript module behind onnxruntime's ``run(names, feeds)``: its outputs are a
+    tuple, named by model.json's ``output_names``."""
+
+    def __init__(self, module, output_names: list[str]):
+        self.module, self.output_names = module, list(output_names)
+
+    def run(self, names, feeds: dict) -> list[np.ndarray]:
+        import warnings
+
+        import torch
+
+        (image,) = feeds.values()
+        with warnings.catch_warnings(), torch.inference_mode():
+            # detectron2's anchor grid calls torch.meshgrid without indexing= (warned once)
+            warnings.filterwarnings("ignore", message="torch.meshgrid")
+            values = self.module(torch.from_numpy(np.ascontiguousarray(image)))
+        if len(values) != len(self.output_names):
+            raise D2SegError(f"the model returns {len(values)} outputs, model.json names "
+                             f"{len(self.output_names)}", hint="export the model again")
+        outputs = dict(zip(self.output_names, values))
+        return [outputs[n].numpy() for n in names]
+
+
+def _torchscript_session(torch, model_file: Path, threads: int | None, meta: dict):
+    """model.ts loaded on the CPU, then ``torch.jit.optimize_for_inference`` (frozen weights,
+    oneDNN convolutions): on the demo Mask R-CNN the same answers (scores within 1e-6, the same
+    masks), at 960x800 ~25% faster with ~20% less peak memory, at 160 px no change. The file
+    itself stays the portable trace."""
+    import warnings
+
+    outputs = meta.get("output_names")
+    if not isinstance(outputs, list):
+        raise D2SegError("no output_names (the TorchScript outputs' names, in order)",
+                         file=str(model_file.parent / "model.json"),
+                         hint="export the model again")
+    if threads:
+        torch.set_num_threads(int(threads))  # torch's intra-op threads are the process's
+    with warnings.catch_warnings():
+        # torch.jit's own deprecation notes: nothing a user of the export can act on
+        warnings.filterwarnings("ignore", message=".*is deprecated", category=FutureWarning)
+        try:
+            module = torch.jit.load(os.fspath(model_file), map_location="cpu").eval()
+        except Exception as e:  # torch raises RuntimeError/ValueError/pickle errors
+            raise D2SegError(f"torch cannot load it as a TorchScript model "
+                             f"({_short_reason(e)})", file=str(model_file),
+                             hint="export the model again") from None
+        try:
+            module = torch.jit.optimize_for_inference(module)
+        except Exception:  # a speed-up only: the loaded trace gives the same answers
+            pass
+    return TorchScriptSession(module, outputs), outputs, [meta["input"]["name"]]
+
+
+def _choose_backend(meta: dict, backend: str | None, folder: Path) -> str:
+    """The backend for this export: the caller's, checked against model.json's format, or the
+    format's default."""
+    fmt = meta["model_format"]
+    fits = FORMAT_BACKENDS[fmt]
+    if backend is None:
+        return fits[0]
+    if backend in BACKENDS and backend not in fits:
+        raise D2SegError(f"this is a {fmt} export (\"model_format\": \"{fmt}\"); the "
+                         f"{backend} backend cannot serve it",
+                         file=str(folder / "model.json"),
+                         hint=f"use backend {' or '.join(fits)} (d2seg predict --backend "
+                              f"{fits[0]}), or leave the backend to the folder")
+    return backend
+
+
 def load(folder, threads: int | None = None, *, task: str | None = None,
-         backend: str = "onnxruntime", min_score: float | None = None) -> OnnxPredictor:
+         backend: str | None = None, min_score: float | None = None) -> OnnxPredictor:
     """The predictor of an export folder: ``OnnxInstancePredictor``, ``OnnxSemanticPredictor`` or
     ``OnnxPanopticPredictor`` by the task model.json names. ``task``: the task the caller
     expects (an export of another task is an error). ``threads``: the backend's intra-op threads
-    (its default when None). ``backend``: ``onnxruntime`` (default) or ``openvino``. Every
+    (its default when None; for torchscript, torch's threads for the whole process).
+    ``backend``: ``onnxruntime`` or ``openvino`` for an ONNX export, ``torchscript`` for a
+    TorchScript one; None (default) takes the folder's (onnxruntime for ONNX). Every
     problem with the folder is one D2SegError naming the file: no folder, no model.json, another
-    task or a newer format, no model file or one the backend cannot load; a backend that is not
-    installed names its package and the install command. ``min_score``: keep only detections
-    scoring above it (a detector's; at least the export's threshold, see ``set_min_score``)."""
+    task or a newer format, a backend that cannot serve the folder's format, no model file or
+    one the backend cannot load; a backend that is not installed names its package and the
+    install command. ``min_score``: keep only detections scoring above it (a detector's; at
+    least the export's threshold, see ``set_min_score``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise D2SegError("no such folder (an export folder from d2seg export)", file=str(folder))
@@ -402,16 +488,22 @@ def load(folder, threads: int | None = None, *, task: str | None = None,
                          file=str(folder / "model.json"),
                          hint=f"ask for task {meta['task']!r} (d2seg predict --task) or none, or "
                               f"export a {task} model")
+    backend = _choose_backend(meta, backend, folder)
     module = _import_backend(backend)
     model_file = folder / str(meta.get("model_file", "model.onnx"))
     if not model_file.is_file():
         raise D2SegError("model file not found", file=str(model_file),
                          hint=f"model.json names it; export again into {folder}")
-    make = _openvino_session if backend == "openvino" else _onnxruntime_session
-    session, output_names, input_names = make(module, model_file, threads)
+    if backend == "torchscript":
+        session, output_names, input_names = _torchscript_session(module, model_file, threads,
+                                                                  meta)
+    else:
+        make = _openvino_session if backend == "openvino" else _onnxruntime_session
+        session, output_names, input_names = make(module, model_file, threads)
     missing = [n for n in TASK_OUTPUTS[meta["task"]] if n not in output_names]
     if missing or meta["input"]["name"] not in input_names:
-        raise D2SegError(f"the ONNX graph lacks the input/outputs model.json describes "
+        raise D2SegError(f"the {meta['model_format']} model lacks the input/outputs "
+                         f"model.json describes "
                          f"(missing {', '.join(missing) or meta['input']['name']})",
                          file=str(model_file), hint="export the model again")
     predictor = PREDICTORS[meta["task"]](folder, meta, session)

@@ -1,5 +1,6 @@
 """The model ``d2seg label`` runs: a checkpoint with its config (PyTorch) or an export folder
-(onnxruntime), with the classes it predicts and their dataset category ids."""
+(on its format's backend: onnxruntime, or torchscript), with the classes it predicts and their
+dataset category ids."""
 
 from __future__ import annotations
 
