@@ -1,5 +1,6 @@
-"""Export a trained Mask R-CNN, Panoptic FPN or semantic segmentation model to an ONNX folder
-that ``d2seg.deploy.load`` serves without torch.
+"""Export a trained Mask R-CNN, Panoptic FPN or semantic segmentation model to a folder that
+``d2seg.deploy.load`` serves: ONNX (``model.onnx``, served by onnxruntime or OpenVINO without
+torch) or TorchScript (``model.ts``, served by torch and torchvision without detectron2).
 
 The graph is detectron2's inference up to, not including, its post-processing: pixel
 normalisation, padding to the size divisibility, backbone (and FPN), then
@@ -11,17 +12,18 @@ normalisation, padding to the size divisibility, backbone (and FPN), then
   at the padded resized size;
 * Panoptic FPN: both of the above.
 
-It is traced with detectron2's ``TracingAdapter`` (which flattens Instances into tensors) and
-written by torch's TorchScript ONNX exporter (``dynamo=False``). Its input is the resized image,
-CHW uint8 in the model's channel order, any height and width. The resize before, and after it
-the box scaling, mask pasting, logits crop/resize/argmax and Panoptic FPN's combination of
-instances and semantic labels, are d2seg's own numpy/OpenCV code (``d2seg.deploy.runtime``,
-``d2seg.panoptic.combine_numpy``).
+It is traced with detectron2's ``TracingAdapter`` (which flattens Instances into tensors), then
+written by torch's TorchScript ONNX exporter (``dynamo=False``) or saved as the traced
+TorchScript module (``torch.jit.trace``; its outputs are a tuple, model.json names them). Its
+input is the resized image, CHW uint8 in the model's channel order, any height and width. The
+resize before, and after it the box scaling, mask pasting, logits crop/resize/argmax and
+Panoptic FPN's combination of instances and semantic labels, are d2seg's own numpy/OpenCV code
+(``d2seg.deploy.runtime``, ``d2seg.panoptic.combine_numpy``), whichever the format.
 
-model.json beside model.onnx records what a server needs: the task, class names, colours and
-dataset category ids, the input format (channel order, pixel mean/std, the resize rule, the
-size divisibility), the score/NMS thresholds, the panoptic combination's thresholds, and the
-d2seg/torch/detectron2 versions.
+model.json beside the model file records what a server needs: the task, the model's format and
+file, class names, colours and dataset category ids, the input format (channel order, pixel
+mean/std, the resize rule, the size divisibility), the score/NMS thresholds, the panoptic
+combination's thresholds, and the d2seg/torch/detectron2 versions.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from d2seg.deploy import FORMAT, FORMAT_VERSION
+from d2seg.deploy import FORMAT
 from d2seg.deploy.runtime import resize_image, resized_shape
 from d2seg.errors import D2SegError
 from d2seg.io.files import open_temporary_beside, write_json_atomic, write_text_atomic
@@ -133,27 +135,40 @@ def _traced_output_names(adapter) -> list[str]:
     return names
 
 
-def export_onnx(cfg, weights: str, out_dir, *, class_names=None, category_ids=None,
-                colors_rgb=None, stuff_names=None, stuff_colors_rgb=None,
-                dataset: str | None = None, check: bool = True) -> dict:
-    """Write ``model.onnx``, ``model.json`` and ``config.yaml`` into ``out_dir``; return model.json.
+MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.ts"}
+# the model.json layout each format is written with: ONNX folders stay readable by a d2seg that
+# reads version 1; a TorchScript folder is version 2, so such a d2seg refuses it ("written by a
+# newer d2seg") instead of handing model.ts to onnxruntime
+FORMAT_VERSIONS = {"onnx": 1, "torchscript": 2}
+
+
+def export_model(cfg, weights: str, out_dir, *, fmt: str = "onnx", class_names=None,
+                 category_ids=None, colors_rgb=None, stuff_names=None, stuff_colors_rgb=None,
+                 dataset: str | None = None, check: bool = True) -> dict:
+    """Write the model file (``model.onnx`` or ``model.ts``, by ``fmt``), ``model.json`` and
+    ``config.yaml`` into ``out_dir``; return model.json.
 
     ``cfg``: a config ready to build the model (classes resolved, e.g. by ``prepare_config``).
-    With ``check`` and onnxruntime installed, the written graph is run on a picture of another
-    aspect ratio than the traced one and compared with PyTorch, so a size baked into the trace
-    fails the export instead of a later prediction."""
+    Both formats hold the same trace of detectron2's ``TracingAdapter``. With ``check`` (and,
+    for ONNX, onnxruntime installed) the written model is run on a picture of another aspect
+    ratio than the traced one and compared with PyTorch, so a size baked into the trace fails
+    the export instead of a later prediction."""
     import torch
     from detectron2.export.flatten import TracingAdapter  # the submodule: no caffe2 code
 
     import d2seg
     from d2seg.engine.predict import BatchPredictor
 
+    if fmt not in MODEL_FILES:
+        raise D2SegError(f"unknown export format {fmt!r}; choose one of "
+                         f"{', '.join(MODEL_FILES)}", where="--format")
     task = check_exportable(cfg)
-    try:
-        import onnx  # noqa: F401  (torch's ONNX exporter needs it; fail before the model builds)
-    except ImportError:
-        raise D2SegError("the onnx package is not installed (torch's ONNX exporter needs it)",
-                         hint="pip install onnx") from None
+    if fmt == "onnx":
+        try:
+            import onnx  # noqa: F401  (torch's ONNX exporter needs it; fail before the build)
+        except ImportError:
+            raise D2SegError("the onnx package is not installed (torch's ONNX exporter needs "
+                             "it)", hint="pip install onnx") from None
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
@@ -167,34 +182,61 @@ def export_onnx(cfg, weights: str, out_dir, *, class_names=None, category_ids=No
     names = _traced_output_names(adapter)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    onnx_path = out / "model.onnx"
-    tmp, handle = open_temporary_beside(onnx_path, "xb")
+    model_path = out / MODEL_FILES[fmt]
+    tmp, handle = open_temporary_beside(model_path, "xb")
     handle.close()
-    dynamic = {"image": {1: "height", 2: "width"}}
-    dynamic.update({n: {0: "detections"} for n in names if n in _TRACED_FIELDS.values()})
-    if "sem_seg_logits" in names:
-        dynamic["sem_seg_logits"] = {1: "padded_height", 2: "padded_width"}
     try:
         with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # TracerWarnings on detectron2's Python-side asserts
-            torch.onnx.export(adapter, (image,), os.fspath(tmp), opset_version=OPSET,
-                              dynamo=False, input_names=["image"], output_names=names,
-                              dynamic_axes=dynamic, do_constant_folding=True)
-        _exact_integer_division(tmp)
-        os.replace(tmp, onnx_path)
+            # TracerWarnings on detectron2's Python-side asserts, torch.jit's deprecation notes
+            warnings.simplefilter("ignore")
+            if fmt == "onnx":
+                _write_onnx(adapter, image, names, tmp)
+            else:
+                torch.jit.save(torch.jit.trace(adapter, (image,), check_trace=False),
+                               os.fspath(tmp))
+        os.replace(tmp, model_path)
     finally:
         tmp.unlink(missing_ok=True)
     meta = describe(cfg, weights, class_names=class_names, category_ids=category_ids,
                     colors_rgb=colors_rgb, stuff_names=stuff_names,
                     stuff_colors_rgb=stuff_colors_rgb, dataset=dataset,
-                    size_divisibility=int(model.backbone.size_divisibility))
+                    size_divisibility=int(model.backbone.size_divisibility), fmt=fmt)
+    if fmt == "torchscript":  # a traced module's outputs are a tuple: their names, in order
+        meta["output_names"] = names
     meta["versions"] = {"d2seg": d2seg.__version__, "torch": torch.__version__,
-                        "detectron2": _detectron2_version(), "onnx_opset": OPSET}
+                        "detectron2": _detectron2_version()}
+    if fmt == "onnx":
+        meta["versions"]["onnx_opset"] = OPSET
     write_text_atomic(out / "config.yaml", cfg.dump())
     write_json_atomic(out / "model.json", meta, indent=2)
     if check:
         _check_against_pytorch(model, out, cfg, task)
     return meta
+
+
+def export_onnx(cfg, weights: str, out_dir, **kwargs) -> dict:
+    """:func:`export_model` to ONNX: ``model.onnx``, served by onnxruntime or OpenVINO."""
+    return export_model(cfg, weights, out_dir, fmt="onnx", **kwargs)
+
+
+def export_torchscript(cfg, weights: str, out_dir, **kwargs) -> dict:
+    """:func:`export_model` to TorchScript: ``model.ts``, served by torch (+ torchvision's ops)
+    without detectron2."""
+    return export_model(cfg, weights, out_dir, fmt="torchscript", **kwargs)
+
+
+def _write_onnx(adapter, image, names: list[str], path: Path) -> None:
+    """The traced adapter as an ONNX graph with dynamic image and detection sizes."""
+    import torch
+
+    dynamic = {"image": {1: "height", 2: "width"}}
+    dynamic.update({n: {0: "detections"} for n in names if n in _TRACED_FIELDS.values()})
+    if "sem_seg_logits" in names:
+        dynamic["sem_seg_logits"] = {1: "padded_height", 2: "padded_width"}
+    torch.onnx.export(adapter, (image,), os.fspath(path), opset_version=OPSET,
+                      dynamo=False, input_names=["image"], output_names=names,
+                      dynamic_axes=dynamic, do_constant_folding=True)
+    _exact_integer_division(path)
 
 
 def _exact_integer_division(path: Path) -> int:
@@ -251,13 +293,14 @@ def _colours(colors, n: int) -> list:
 
 def describe(cfg, weights: str, *, class_names=None, category_ids=None, colors_rgb=None,
              stuff_names=None, stuff_colors_rgb=None, dataset: str | None = None,
-             size_divisibility: int = 0) -> dict:
-    """model.json's content for an exportable config (``check_exportable``'s tasks)."""
+             size_divisibility: int = 0, fmt: str = "onnx") -> dict:
+    """model.json's content for an exportable config (``check_exportable``'s tasks) exported
+    to ``fmt`` (``onnx`` or ``torchscript``)."""
     task = check_exportable(cfg)
     meta = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "task": task,
-        "architecture": _ARCHITECTURES[task],
-        "model_file": "model.onnx", "config_file": "config.yaml",
+        "format": FORMAT, "format_version": FORMAT_VERSIONS[fmt], "task": task,
+        "architecture": _ARCHITECTURES[task], "model_format": fmt,
+        "model_file": MODEL_FILES[fmt], "config_file": "config.yaml",
         "weights": os.path.basename(str(weights)) if os.path.exists(str(weights)) else str(weights),
         "dataset": dataset,
         "input": {
@@ -310,20 +353,29 @@ def _detectron2_version() -> str:
 
 
 def _check_against_pytorch(model, out: Path, cfg, task: str = "instances") -> None:
-    """Run the export on a 3:4 (portrait) picture; its detections and semantic labels must be
-    PyTorch's."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return
+    """Run the export (on its format's default backend) on a 3:4 (portrait) picture; its
+    detections and semantic labels must be PyTorch's. An ONNX export is not checked when
+    onnxruntime is not installed."""
     import torch
 
-    from d2seg.deploy.runtime import load
+    from d2seg.deploy.runtime import TASK_OUTPUTS, load, read_model_json
 
+    meta = read_model_json(out)
+    if meta.get("model_format", "onnx") == "onnx":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return
+    model_file = str(out / meta["model_file"])
     chw = _model_input(sample_image(400, 300, seed=1), cfg)
-    session = load(out, threads=1).session
-    names = [o.name for o in session.get_outputs()]
-    got = dict(zip(names, session.run(names, {"image": chw})))
+    # the backend's threads are the process's for torch: keep the caller's
+    threads = torch.get_num_threads()
+    try:
+        session = load(out, threads=1).session
+        names = list(TASK_OUTPUTS[task])
+        got = dict(zip(names, session.run(names, {"image": chw})))
+    finally:
+        torch.set_num_threads(threads)
     with torch.no_grad():
         ref = _INFERENCE[task](model, [{"image": torch.as_tensor(chw)}])[0]
     if "sem_seg" in ref:
@@ -331,7 +383,7 @@ def _check_against_pytorch(model, out: Path, cfg, task: str = "instances") -> No
         if got["sem_seg_logits"].shape != tuple(ref["sem_seg"].shape) or agree < 0.999:
             raise D2SegError(f"the exported graph disagrees with PyTorch on a test picture "
                              f"(semantic labels agree on {100 * agree:.2f}% of pixels)",
-                             file=str(out / "model.onnx"),
+                             file=model_file,
                              hint="report this with the config; d2seg export --no-check skips it")
     if "instances" not in ref:
         return
@@ -344,5 +396,5 @@ def _check_against_pytorch(model, out: Path, cfg, task: str = "instances") -> No
     if abs(len(got["boxes"]) - len(ref_boxes)) > borderline or unmatched > borderline:
         raise D2SegError(f"the exported graph disagrees with PyTorch on a test picture "
                          f"({len(got['boxes'])} vs {len(ref_boxes)} detections)",
-                         file=str(out / "model.onnx"),
+                         file=model_file,
                          hint="report this with the config; d2seg export --no-check skips it")
