@@ -44,3 +44,35 @@ def compare_detections(ref, got: dict, score_thresh: float) -> int:
         taken.add(j)
         matched += 1
     return matched
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """The fraction of pixels where two label maps of one shape agree."""
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float((a == b).mean())
+
+
+def segment_labels(pan: np.ndarray, segments: list[dict]) -> np.ndarray:
+    """Per pixel: 0 void, 1 + thing class for things, 1000 + semantic label for stuff."""
+    lut = np.zeros(max([s["id"] for s in segments], default=0) + 1, np.int64)
+    for s in segments:
+        lut[s["id"]] = 1 + s["category_id"] if s["isthing"] else 1000 + s["category_id"]
+    return lut[np.asarray(pan)]
+
+
+def compare_results_json(ref: list[dict], got: list[dict]) -> None:
+    """Each result of ``ref`` (a results.json of ``d2seg predict``) has one in ``got`` of the
+    same category with score within 1e-3, box IoU >= 0.99 and RLE mask IoU >= 0.98, and both
+    have as many."""
+    from pycocotools import mask as mask_util
+
+    assert len(got) == len(ref)
+    for r in ref:
+        best = max(got, key=lambda g: mask_util.iou([g["bbox"]], [r["bbox"]], [0])[0, 0]
+                   if g["category_id"] == r["category_id"] else -1)
+        assert best["category_id"] == r["category_id"]
+        assert abs(best["score"] - r["score"]) <= 1e-3
+        assert mask_util.iou([best["bbox"]], [r["bbox"]], [0])[0, 0] >= 0.99
+        areas = mask_util.area([best["segmentation"], r["segmentation"]])
+        assert (areas == 0).all() or \
+            mask_util.iou([best["segmentation"]], [r["segmentation"]], [0])[0, 0] >= 0.98

@@ -27,6 +27,7 @@ from d2seg.cli.main import main  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deploy_helpers import compare_detections as _compare  # noqa: E402
+from deploy_helpers import compare_results_json  # noqa: E402
 
 CONFIG = "configs/instance/mask_rcnn_MNV2_FPN_cpu_quick.yaml"
 REPO = Path(__file__).resolve().parents[2]
@@ -94,6 +95,7 @@ def images():
 def test_export_folder_describes_the_model(exported):
     meta = json.loads((exported / "model.json").read_text())
     assert meta["task"] == "instances" and meta["format_version"] == 1
+    assert meta["model_format"] == "onnx" and meta["model_file"] == "model.onnx"
     assert meta["classes"]["names"] == ["square", "disc", "triangle", "star"]
     assert len(meta["classes"]["category_ids"]) == len(meta["classes"]["colors_rgb"]) == 4
     assert meta["input"]["channel_order"] == "RGB"
@@ -240,8 +242,6 @@ def test_predict_model_is_torch_free_and_writes_the_same_results(exported, check
     """A fresh interpreter loads the export, predicts and runs ``d2seg predict --model``
     without importing torch or detectron2; its results.json has the detections (category ids,
     scores, boxes, RLE masks) of ``d2seg predict --config-file/--weights --dataset``."""
-    from pycocotools import mask as mask_util
-
     image_file = tmp_path / "in" / "portrait.png"
     image_file.parent.mkdir()
     cv2.imwrite(str(image_file), images["240x400"])
@@ -261,15 +261,7 @@ def test_predict_model_is_torch_free_and_writes_the_same_results(exported, check
     got = json.loads((tmp_path / "onnx" / "results.json").read_text())
     assert len(got) == len(ref) == n
     assert (tmp_path / "onnx" / "rendered" / "portrait.png").is_file()
-    for r in ref:  # each eager result has an exported one: same category, box, score, mask
-        best = max(got, key=lambda g: mask_util.iou([g["bbox"]], [r["bbox"]], [0])[0, 0]
-                   if g["category_id"] == r["category_id"] else -1)
-        assert best["category_id"] == r["category_id"]
-        assert abs(best["score"] - r["score"]) <= 1e-3
-        assert mask_util.iou([best["bbox"]], [r["bbox"]], [0])[0, 0] >= 0.99
-        areas = mask_util.area([best["segmentation"], r["segmentation"]])
-        assert (areas == 0).all() or \
-            mask_util.iou([best["segmentation"]], [r["segmentation"]], [0])[0, 0] >= 0.98
+    compare_results_json(ref, got)  # same category, box, score, mask for each eager result
 
 
 # -- bad export folders and a missing runtime: one error line each, exit 2 ---------------------
@@ -343,6 +335,26 @@ def test_model_json_of_a_newer_format(exported, tmp_path, capsys, image_file):
     err = _predict_error(capsys, folder, image_file)
     assert str(folder / "model.json") in err and "newer d2seg (9.0.0" in err and "99" in err
     assert f"this d2seg {d2seg.__version__}" in err and "pip install -U d2seg" in err
+
+
+def test_onnx_folders_stay_readable_by_a_format_1_reader(exported, tmp_path, monkeypatch,
+                                                         images):
+    """An ONNX export is written as format version 1, so a d2seg that reads up to version 1
+    (simulated: FORMAT_VERSION patched to 1) reads it; a folder written before model.json
+    recorded ``model_format`` is served as ONNX, with the answers of the current export."""
+    from d2seg.deploy import load, runtime
+
+    monkeypatch.setattr(runtime, "FORMAT_VERSION", 1)
+    assert runtime.read_model_json(exported)["model_format"] == "onnx"
+    meta = json.loads((exported / "model.json").read_text())
+    del meta["model_format"]
+    folder = _copy_export(exported, tmp_path / "before")
+    (folder / "model.json").write_text(json.dumps(meta))
+    old = load(folder, threads=1)
+    assert old.backend == "onnxruntime"
+    got, ref = old(images["demo_0"]), load(exported, threads=1)(images["demo_0"])
+    for key in ref:
+        np.testing.assert_array_equal(got[key], ref[key])
 
 
 def test_model_file_that_is_not_onnx(exported, tmp_path, capsys, image_file):

@@ -34,7 +34,9 @@ pytest.importorskip("onnx", reason="pip install onnx (torch's ONNX exporter)")
 from d2seg.cli.main import main  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from deploy_helpers import agreement as _agreement  # noqa: E402
 from deploy_helpers import compare_detections  # noqa: E402
+from deploy_helpers import segment_labels as _segment_labels  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 WEIGHTS = "imagenet:mobilenet_v2"
@@ -94,11 +96,6 @@ def images():
             "333x170": cv2.resize(first, (333, 170), interpolation=cv2.INTER_LINEAR)}
 
 
-def _agreement(a: np.ndarray, b: np.ndarray) -> float:
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float((a == b).mean())
-
-
 @pytest.fixture(scope="module", params=sorted(SEMANTIC))
 def semantic(request, tmp_path_factory):
     """(config, checkpoint, export folder) of one semantic model."""
@@ -152,14 +149,6 @@ def panoptic(tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     _export(PANOPTIC, PANOPTIC_DATASET, checkpoint, out, PANOPTIC_OPTS)
     return checkpoint, out
-
-
-def _segment_labels(pan: np.ndarray, segments: list[dict]) -> np.ndarray:
-    """Per pixel: 0 void, 1 + thing class for things, 1000 + semantic label for stuff."""
-    lut = np.zeros(max([s["id"] for s in segments], default=0) + 1, np.int64)
-    for s in segments:
-        lut[s["id"]] = 1 + s["category_id"] if s["isthing"] else 1000 + s["category_id"]
-    return lut[np.asarray(pan)]
 
 
 def test_panoptic_agrees_with_pytorch(panoptic, images):
