@@ -21,9 +21,10 @@ torch.no_grad), ``eager-inference-mode`` (the same under torch.inference_mode),
 ``eager-channels-last`` (weights in channels-last memory format), ``eager-bn-folded`` (every
 FrozenBatchNorm2d folded into its convolution, :func:`fold_frozen_batchnorm`), ``eager-compile``
 (``torch.compile`` on the backbone), each compared with eager's answer on the image, ``onnx``
-(onnxruntime), ``openvino`` (needs the openvino package) and ``torchvision`` (``--model r50``
-only: torchvision's ``maskrcnn_resnet50_fpn(weights=None)`` with 4 classes + background,
-800/1333 resize, eager, an independent implementation for scale).
+(onnxruntime), ``openvino`` (needs the openvino package), ``torchscript`` (the TorchScript
+export, served by d2seg.deploy.load on torch without detectron2) and ``torchvision``
+(``--model r50`` only: torchvision's ``maskrcnn_resnet50_fpn(weights=None)`` with 4 classes +
+background, 800/1333 resize, eager, an independent implementation for scale).
 
 ``--model r50``: configs/instance/mask_rcnn_R50_FPN_3x.yaml (BN frozen, as that config has it),
 randomly initialised (seeded) with the demo's 4 classes, at 800 px only: latency does not depend
@@ -38,6 +39,7 @@ larger than the inference_mode/no_grad difference; compare ratios from one run o
     python bench/bench_inference.py                       # threads 1, 20 repeats
     python bench/bench_inference.py --threads 2 --repeat 10 --sizes 160
     python bench/bench_inference.py --batch 4 --variants eager onnx openvino
+    python bench/bench_inference.py --sizes 160 --repeat 5 --variants eager onnx torchscript
     python bench/bench_inference.py --model r50 --sizes 800 --repeat 5
 """
 
@@ -59,7 +61,7 @@ INITIAL_WEIGHTS = {"mnv2": "imagenet:mobilenet_v2", "r50": ""}
 MODEL_OPTS = {"mnv2": [], "r50": []}  # config options of each model beyond the size
 DATASET = "demo_instances_train"
 VARIANTS = ("eager", "eager-inference-mode", "eager-channels-last", "eager-bn-folded",
-            "eager-compile", "onnx", "openvino", "torchvision")
+            "eager-compile", "onnx", "openvino", "torchscript", "torchvision")
 
 
 def size_opts(size: int) -> list[str]:
@@ -169,11 +171,14 @@ def child(variant: str, size: int, folder: Path, threads: int, warmup: int, repe
 
     image = bench_image(size)
     images = [image] * batch
-    if variant in ("onnx", "openvino"):
+    if variant in ("onnx", "openvino", "torchscript"):
         from d2seg.deploy import load
 
-        backend = "onnxruntime" if variant == "onnx" else "openvino"
-        model = load(folder / f"export_{size}", threads=threads, backend=backend)
+        if variant == "torchscript":
+            model = load(folder / f"torchscript_{size}", threads=threads, backend="torchscript")
+        else:
+            backend = "onnxruntime" if variant == "onnx" else "openvino"
+            model = load(folder / f"export_{size}", threads=threads, backend=backend)
 
         def run():
             return model(images)[-1]
@@ -230,13 +235,14 @@ def child(variant: str, size: int, folder: Path, threads: int, warmup: int, repe
             "torch_imported": "torch" in sys.modules}
 
 
-def prepare(folder: Path, sizes: list[int], model: str = "mnv2") -> None:
-    """The shared checkpoint (seeded random heads, and backbone for r50) and one export per
-    size."""
+def prepare(folder: Path, sizes: list[int], model: str = "mnv2",
+            torchscript: bool = False) -> None:
+    """The shared checkpoint (seeded random heads, and backbone for r50) and one ONNX export per
+    size (with ``torchscript``, a TorchScript export beside each)."""
     import torch
     from detectron2.checkpoint import DetectionCheckpointer
 
-    from d2seg.deploy.export import export_onnx
+    from d2seg.deploy.export import export_onnx, export_torchscript
     from d2seg.engine.predict import BatchPredictor
 
     torch.manual_seed(0)
@@ -248,6 +254,9 @@ def prepare(folder: Path, sizes: list[int], model: str = "mnv2") -> None:
     for size in sizes:
         export_onnx(eager_config(size, str(folder / "model.pth"), model),
                     str(folder / "model.pth"), folder / f"export_{size}")
+        if torchscript:
+            export_torchscript(eager_config(size, str(folder / "model.pth"), model),
+                               str(folder / "model.pth"), folder / f"torchscript_{size}")
 
 
 def same_answers(folder: Path, variant: str, size: int) -> str:
@@ -288,7 +297,7 @@ def main() -> int:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
         folder = Path(tmp)
-        prepare(folder, args.sizes, args.model)
+        prepare(folder, args.sizes, args.model, torchscript="torchscript" in args.variants)
         rows = []
         for size in args.sizes:
             for variant in args.variants:
