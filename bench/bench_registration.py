@@ -157,7 +157,6 @@ def main() -> None:
     without = dict(base_env, D2SEG_DATASETS=str(empty))
     with_m = dict(base_env, D2SEG_DATASETS=str(work / "manifests"))
     d2seg = [sys.executable, "-m", "d2seg.cli.main"]
-    rows = []
 
     # 1. data list
     shutil.rmtree(cache / "catalog", ignore_errors=True)

@@ -63,7 +63,7 @@ def run(args) -> int:
               f"{s['special_dAP']['false_positive']:.2f}  false_negative "
               f"{s['special_dAP']['false_negative']:.2f}")
     drawn = sum(1 for w in report["worst"] if w.get("png"))
-    print(f"written: analysis.json, analysis.md"
+    print("written: analysis.json, analysis.md"
           + (", plots" if not args.no_plots else "") + (f", {drawn} worst images" if drawn else "")
           + f" in {args.out}")
     return 0

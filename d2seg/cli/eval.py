@@ -255,7 +255,7 @@ def _run_model(args) -> int:
                          hint="give --dataset NAME")
     dataset = cfg.DATASETS.TEST[0]
     kind = _metadata(dataset).get("evaluator_type", "coco")
-    results = engine.evaluate(cfg, args.weights)
+    engine.evaluate(cfg, args.weights)
     folder = Path(cfg.OUTPUT_DIR) / "eval" / dataset
     if kind == "coco_panoptic_seg":
         from d2seg.evaluation.panoptic_quality import read_results

@@ -71,7 +71,7 @@ def build_report(matrix: np.ndarray, class_names: list[str], per_image: list[dic
 
 def markdown(report: dict) -> str:
     r = report["sem_seg"]
-    lines = [f"| mIoU | fwIoU | mACC | pACC | images |", "|---|---|---|---|---|",
+    lines = ["| mIoU | fwIoU | mACC | pACC | images |", "|---|---|---|---|---|",
              f"| {_f(r['mIoU'])} | {_f(r['fwIoU'])} | {_f(r['mACC'])} | {_f(r['pACC'])} | "
              f"{r['num_images']} |", "", "| class | IoU | ACC | ground-truth pixels | predicted pixels |",
              "|---|---|---|---|---|"]
