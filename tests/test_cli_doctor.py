@@ -50,3 +50,21 @@ def test_versions_match_installed_distributions():
     found = diagnostics.versions()
     for label in ("torch", "torchvision", "numpy", "pycocotools"):
         assert found[label] == importlib.metadata.version(diagnostics.PACKAGES[label])
+
+
+def test_deploy_backends_report_the_installed_versions(monkeypatch):
+    """Each export backend shows its distribution's installed version; one that is missing
+    shows its install command instead."""
+    found = diagnostics.deploy_backends()
+    for backend, (dist, _) in diagnostics.DEPLOY_BACKENDS.items():
+        assert found[backend] == f"{dist} {importlib.metadata.version(dist)}"
+    real = importlib.metadata.version
+
+    def without_openvino(dist):
+        if dist == "openvino":
+            raise importlib.metadata.PackageNotFoundError(dist)
+        return real(dist)
+
+    monkeypatch.setattr(importlib.metadata, "version", without_openvino)
+    assert diagnostics.deploy_backends()["openvino"] == \
+        "not installed (pip install 'd2seg[openvino]')"

@@ -13,10 +13,13 @@ def run(args) -> int:
     from d2seg.runners import diagnostics
 
     found = diagnostics.versions()
-    width = max(map(len, [*found, "detectron2 ops", "panoptic PNGs"])) + 2
+    width = max(map(len, [*found, "detectron2 ops", "panoptic PNGs", "export backends"])) + 2
     for name, version in found.items():
         print(f"{name:<{width}}{version}")
     print(f"{'versions':<{width}}{diagnostics.lock_status()}")
+    backends = diagnostics.deploy_backends()
+    print(f"{'export backends':<{width}}"
+          + "; ".join(f"{name}: {state}" for name, state in backends.items()))
     missing = [n for n, v in found.items() if v == "missing"]
     if "torch" in missing:
         print("error: torch is not installed; run `make demo` or `pip install torch torchvision`")

@@ -48,6 +48,24 @@ def versions() -> dict[str, str]:
     return found
 
 
+# what serves an export folder (d2seg predict --model): backend -> (distribution, install)
+DEPLOY_BACKENDS = {"onnxruntime": ("onnxruntime", "pip install 'd2seg[deploy]'"),
+                   "openvino": ("openvino", "pip install 'd2seg[openvino]'"),
+                   "torchscript": ("torch", "pip install torch torchvision")}
+
+
+def deploy_backends() -> dict[str, str]:
+    """Each export backend's installed version, or how to install it (read from the
+    distributions' metadata: nothing is imported)."""
+    found = {}
+    for backend, (dist, install) in DEPLOY_BACKENDS.items():
+        try:
+            found[backend] = f"{dist} {importlib.metadata.version(dist)}"
+        except importlib.metadata.PackageNotFoundError:
+            found[backend] = f"not installed ({install})"
+    return found
+
+
 def lock_status() -> str:
     """Whether this environment has the versions d2seg's suite last passed with (the lock)."""
     from d2seg.compat import lock
