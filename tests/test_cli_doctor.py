@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import subprocess
 import sys
 
@@ -25,7 +26,10 @@ def test_doctor_reports_pytorch_ops_and_a_passing_self_check():
         expected = f"Wuffs (pywuffs {importlib.metadata.version('pywuffs')})"
     except importlib.metadata.PackageNotFoundError:
         expected = "OpenCV (pip install 'd2seg[fast]'"
-    assert f"panoptic PNGs   {expected}" in out
+    assert re.search(rf"^panoptic PNGs +{re.escape(expected)}", out, re.M), out
+    backends = re.search(r"^export backends +(.*)$", out, re.M)
+    assert backends and f"onnxruntime: onnxruntime {importlib.metadata.version('onnxruntime')}" \
+        in backends.group(1)
     for stage in ("imports", "operators", "Mask R-CNN"):
         assert f"self-check ok   {stage}" in out
     assert "Traceback" not in proc.stderr

@@ -76,7 +76,7 @@ from pathlib import Path
 import cv2, numpy as np, torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
-from d2seg.engine.launch import init_from_env
+from d2seg.engine.launch import init_from_env, shutdown
 from d2seg.evaluation.evaluator import SemSegReportEvaluator
 init_from_env("cpu")
 folder, out = Path(sys.argv[1]), sys.argv[2]
@@ -101,6 +101,7 @@ for record, pred in list(zip(records, preds))[rank::world]:
     evaluator.process([record], [{"sem_seg": logits}])
 evaluator.evaluate()
 comm.synchronize()
+shutdown()  # leave the gloo group before exit (a rank exiting inside it can abort)
 """
 
 
