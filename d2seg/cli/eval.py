@@ -256,6 +256,15 @@ def _run_model(args) -> int:
     dataset = cfg.DATASETS.TEST[0]
     kind = _metadata(dataset).get("evaluator_type", "coco")
     engine.evaluate(cfg, args.weights)
+    # under torchrun the evaluation was shared and rank 0 holds every result: it alone reports
+    from detectron2.utils import comm
+
+    from d2seg.engine import launch
+
+    main_process = comm.is_main_process()
+    launch.shutdown()
+    if not main_process:
+        return 0
     folder = Path(cfg.OUTPUT_DIR) / "eval" / dataset
     if kind == "coco_panoptic_seg":
         from d2seg.evaluation.panoptic_quality import read_results

@@ -1,6 +1,7 @@
 """Several processes on torch.distributed (gloo, CPU): torchrun's numbering reaches detectron2's
 comm, 2-process training writes only from rank 0, and a 2-process evaluation gathers every
-image's predictions and scores exactly like a 1-process evaluation of the same checkpoint."""
+image's predictions and scores exactly like a 1-process evaluation of the same checkpoint, and
+``d2seg eval`` under torchrun writes the same predictions and one report (rank 0's)."""
 
 from __future__ import annotations
 
@@ -290,6 +291,20 @@ def test_two_process_train_then_eval_matches_one_process(tiny_dataset, tmp_path)
         assert set(two[task]) == set(one[task])
         different = [k for k in one[task] if not _same_number(one[task][k], two[task][k])]
         assert not different, {k: (one[task][k], two[task][k]) for k in different}
+
+    # d2seg eval under torchrun: the same predictions, and rank 0 alone writes the report
+    # (rank 1 used to look for the results file only rank 0 writes, and fail)
+    cli_dir = tmp_path / "cli"
+    proc = subprocess.run(
+        _torchrun("--nproc-per-node", "2", "--master-port", str(_free_port()), "-m",
+                  "d2seg.cli.main", "eval", *common, "--out", str(cli_dir), "--no-plots",
+                  *OVERRIDES, "MODEL.WEIGHTS", weights),
+        env=env, capture_output=True, text=True, timeout=300)
+    _check(proc)
+    assert proc.stdout.count("written: ") == 1, proc.stdout[-3000:]
+    _, cli_predictions = _eval_files(cli_dir)
+    assert cli_predictions == one_predictions
+    assert (cli_dir / "metrics.md").is_file()
 
 
 @pytest.mark.slow
