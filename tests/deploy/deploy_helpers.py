@@ -1,4 +1,5 @@
-"""Comparisons the deploy tests share: an exported model's detections against PyTorch's."""
+"""What the deploy tests share: the test images, comparisons of an exported model's answers
+with PyTorch's, and the one-error-line check of ``d2seg predict --model``."""
 
 from __future__ import annotations
 
@@ -76,3 +77,48 @@ def compare_results_json(ref: list[dict], got: list[dict]) -> None:
         areas = mask_util.area([best["segmentation"], r["segmentation"]])
         assert (areas == 0).all() or \
             mask_util.iou([best["segmentation"]], [r["segmentation"]], [0])[0, 0] >= 0.98
+
+
+def demo_images(odd_size: bool = True) -> dict:
+    """Two demo images (192x160, as trained), and resized copies: 500x300 (down to the 320
+    long-side limit), 240x400 (portrait, short side 160: not a multiple of 32), 128x96 (resized
+    up) and, with ``odd_size``, 333x170."""
+    import cv2
+
+    from d2seg.data.demo import ensure_demo
+
+    files = sorted((ensure_demo() / "val" / "images").iterdir())
+    first, second = (cv2.imread(str(f)) for f in files[:2])
+    images = {"demo_0": first, "demo_1": second,
+              "500x300": cv2.resize(first, (500, 300), interpolation=cv2.INTER_LINEAR),
+              "240x400": cv2.resize(second, (240, 400), interpolation=cv2.INTER_LINEAR),
+              "128x96": cv2.resize(second, (128, 96), interpolation=cv2.INTER_AREA)}
+    if odd_size:
+        images["333x170"] = cv2.resize(first, (333, 170), interpolation=cv2.INTER_LINEAR)
+    return images
+
+
+def assert_list_gives_one_by_one(model, images: dict) -> list:
+    """``model(list)`` returns a list with, for each image, the result of ``model(image)``
+    (same keys, equal arrays); returns that list."""
+    listed = model(list(images.values()))
+    assert isinstance(listed, list) and len(listed) == len(images)
+    for image, got in zip(images.values(), listed):
+        alone = model(image)
+        assert got.keys() == alone.keys()
+        for key in alone:
+            np.testing.assert_array_equal(got[key], alone[key])
+    return listed
+
+
+def predict_error(capsys, model_dir, image, *args) -> str:
+    """``d2seg predict IMAGE --model DIR ARGS`` exits 2 with one error line; returns it."""
+    from pathlib import Path
+
+    from d2seg.cli.main import main
+
+    code = main(["predict", str(image), "--model", str(model_dir), *args, "--out",
+                 str(Path(model_dir).parent / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    return err

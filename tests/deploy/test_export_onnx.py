@@ -28,6 +28,7 @@ from d2seg.cli.main import main  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deploy_helpers import compare_detections as _compare  # noqa: E402
 from deploy_helpers import compare_results_json  # noqa: E402
+from deploy_helpers import assert_list_gives_one_by_one, demo_images, predict_error  # noqa: E402
 
 CONFIG = "configs/instance/mask_rcnn_MNV2_FPN_cpu_quick.yaml"
 REPO = Path(__file__).resolve().parents[2]
@@ -79,17 +80,8 @@ def exported(tmp_path_factory, checkpoint):
 
 @pytest.fixture(scope="module")
 def images():
-    """Two demo images (192x160, as trained), and resized copies: 500x300 (resized down to the
-    320 long-side limit), 240x400 (portrait, short side 160 -> not a multiple of 32) and
-    96x128 (resized up)."""
-    from d2seg.data.demo import ensure_demo
-
-    files = sorted((ensure_demo() / "val" / "images").iterdir())
-    first, second = (cv2.imread(str(f)) for f in files[:2])
-    return {"demo_0": first, "demo_1": second,
-            "500x300": cv2.resize(first, (500, 300), interpolation=cv2.INTER_LINEAR),
-            "240x400": cv2.resize(second, (240, 400), interpolation=cv2.INTER_LINEAR),
-            "128x96": cv2.resize(second, (128, 96), interpolation=cv2.INTER_AREA)}
+    """The demo images and four resized copies (deploy_helpers.demo_images, no odd size)."""
+    return demo_images(odd_size=False)
 
 
 def test_export_folder_describes_the_model(exported):
@@ -119,14 +111,8 @@ def test_a_list_of_images_gives_the_one_by_one_results(exported, images):
     """Images of five sizes in one call: a list of results, each equal to that image's own."""
     from d2seg.deploy import load
 
-    model = load(exported, threads=1)
-    listed = model(list(images.values()))
-    assert isinstance(listed, list) and len(listed) == len(images)
-    for image, got in zip(images.values(), listed):
-        alone = model(image)
-        assert got.keys() == alone.keys() and len(got["scores"]) > 0
-        for key in alone:
-            np.testing.assert_array_equal(got[key], alone[key])
+    listed = assert_list_gives_one_by_one(load(exported, threads=1), images)
+    assert all(len(got["scores"]) > 0 for got in listed)
 
 
 def test_no_detections_is_an_empty_result(tmp_path, checkpoint, images):
@@ -163,8 +149,8 @@ def test_min_score_at_serve_time_is_an_export_with_that_threshold(exported, chec
 def test_predict_min_score_writes_the_same_results_on_both_paths(exported, checkpoint, images,
                                                                   tmp_path):
     """``d2seg predict --min-score S`` from the export and from the checkpoint: the same
-    detections (category, score within 1e-3) in results.json, every one scoring above S, fewer
-    than without it."""
+    detections (category, score within 1e-3, box IoU >= 0.99, mask IoU >= 0.98) in results.json,
+    every one scoring above S, fewer than without it."""
     image_file = tmp_path / "in" / "demo.png"
     image_file.parent.mkdir()
     cv2.imwrite(str(image_file), images["demo_1"])
@@ -179,15 +165,13 @@ def test_predict_min_score_writes_the_same_results_on_both_paths(exported, check
                             for d in ("onnx", "eager", "all"))
     assert 0 < len(got) == len(ref) < len(everything)
     assert min(r["score"] for r in got + ref) > 0.3
-    order = lambda rs: sorted(rs, key=lambda r: (r["category_id"], r["score"]))  # noqa: E731
-    for g, r in zip(order(got), order(ref)):
-        assert g["category_id"] == r["category_id"] and abs(g["score"] - r["score"]) <= 1e-3
+    compare_results_json(ref, got)  # same category, box, score, mask for each eager result
 
 
 def test_predict_model_on_a_video(exported, checkpoint, images, tmp_path):
     """A 4-frame video through ``d2seg predict --model``: a result per frame with the
     detections of ``--config-file/--weights`` on the same frames (count, categories, scores
-    within 1e-3), and a rendered mp4 of 4 frames."""
+    within 1e-3, box IoU >= 0.99, mask IoU >= 0.98), and a rendered mp4 of 4 frames."""
     frames = [images["demo_0"], images["demo_1"], images["demo_0"], images["demo_1"]]
     video = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0,
@@ -204,13 +188,10 @@ def test_predict_model_on_a_video(exported, checkpoint, images, tmp_path):
     index = json.loads((tmp_path / "onnx" / "images.json").read_text())
     assert [e["file_name"] for e in index] == [f"clip.mp4#{i}" for i in range(4)]
     for entry in index:
-        mine = sorted((r for r in got if r["image_id"] == entry["id"]),
-                      key=lambda r: (r["category_id"], r["score"]))
-        theirs = sorted((r for r in ref if r["image_id"] == entry["id"]),
-                        key=lambda r: (r["category_id"], r["score"]))
-        assert 0 < len(mine) == len(theirs)
-        for g, r in zip(mine, theirs):
-            assert g["category_id"] == r["category_id"] and abs(g["score"] - r["score"]) <= 1e-3
+        mine = [r for r in got if r["image_id"] == entry["id"]]
+        theirs = [r for r in ref if r["image_id"] == entry["id"]]
+        assert mine
+        compare_results_json(theirs, mine)  # as many, each of the same category, box, score, mask
     cap = cv2.VideoCapture(str(tmp_path / "onnx" / "rendered" / "clip.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
 
@@ -218,10 +199,7 @@ def test_predict_model_on_a_video(exported, checkpoint, images, tmp_path):
 def test_min_score_below_the_export_threshold(exported, tmp_path, capsys, image_file):
     """An export made at threshold 0.5 cannot serve 0.3: one line naming model.json, exit 2."""
     folder = _copy_export(exported, tmp_path / "at05", score_thresh=0.5)
-    code = main(["predict", str(image_file), "--model", str(folder), "--min-score", "0.3",
-                 "--out", str(tmp_path / "out")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1, err
+    err = predict_error(capsys, folder, image_file, "--min-score", "0.3")
     assert "model.json" in err and "score threshold 0.5" in err and "--min-score" in err
 
 
@@ -267,21 +245,6 @@ def test_predict_model_is_torch_free_and_writes_the_same_results(exported, check
 # -- bad export folders and a missing runtime: one error line each, exit 2 ---------------------
 
 
-def _predict_error(capsys, model_dir, image) -> str:
-    code = main(["predict", str(image), "--model", str(model_dir), "--out",
-                 str(Path(model_dir).parent / "out")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1, err
-    return err
-
-
-@pytest.fixture
-def image_file(tmp_path, images):
-    path = tmp_path / "im.png"
-    cv2.imwrite(str(path), images["demo_0"])
-    return path
-
-
 def _copy_export(exported, dest: Path, **changes) -> Path:
     dest.mkdir()
     meta = json.loads((exported / "model.json").read_text())
@@ -293,20 +256,20 @@ def _copy_export(exported, dest: Path, **changes) -> Path:
 
 def test_folder_without_model_json(tmp_path, capsys, image_file):
     (tmp_path / "empty").mkdir()
-    err = _predict_error(capsys, tmp_path / "empty", image_file)
+    err = predict_error(capsys, tmp_path / "empty", image_file)
     assert "model.json" in err and "not a d2seg export folder" in err
 
 
 def test_model_json_for_an_unknown_task(exported, tmp_path, capsys, image_file):
     folder = _copy_export(exported, tmp_path / "keypoints", task="keypoints")
-    err = _predict_error(capsys, folder, image_file)
+    err = predict_error(capsys, folder, image_file)
     assert str(folder / "model.json") in err and "'keypoints'" in err
 
 
 def test_model_json_whose_graph_lacks_the_task_outputs(exported, tmp_path, capsys, image_file):
     """model.json says semantic, the graph is a Mask R-CNN's: the missing output is named."""
     folder = _copy_export(exported, tmp_path / "semantic", task="semantic")
-    err = _predict_error(capsys, folder, image_file)
+    err = predict_error(capsys, folder, image_file)
     assert str(folder / "model.onnx") in err and "missing sem_seg_logits" in err
 
 
@@ -321,7 +284,7 @@ def test_export_of_another_task_than_asked(exported, tmp_path, capsys, image_fil
 def test_model_file_missing(exported, tmp_path, capsys, image_file):
     folder = _copy_export(exported, tmp_path / "no_onnx")
     (folder / "model.onnx").unlink()
-    err = _predict_error(capsys, folder, image_file)
+    err = predict_error(capsys, folder, image_file)
     assert str(folder / "model.onnx") in err and "model file not found" in err
 
 
@@ -332,7 +295,7 @@ def test_model_json_of_a_newer_format(exported, tmp_path, capsys, image_file):
 
     versions = dict(json.loads((exported / "model.json").read_text())["versions"], d2seg="9.0.0")
     folder = _copy_export(exported, tmp_path / "newer", format_version=99, versions=versions)
-    err = _predict_error(capsys, folder, image_file)
+    err = predict_error(capsys, folder, image_file)
     assert str(folder / "model.json") in err and "newer d2seg (9.0.0" in err and "99" in err
     assert f"this d2seg {d2seg.__version__}" in err and "pip install -U d2seg" in err
 
@@ -361,7 +324,7 @@ def test_model_file_that_is_not_onnx(exported, tmp_path, capsys, image_file):
     folder = _copy_export(exported, tmp_path / "garbage")
     (folder / "model.onnx").unlink()
     (folder / "model.onnx").write_bytes(b"PK\x03\x04 not a protobuf at all" * 10)
-    err = _predict_error(capsys, folder, image_file)
+    err = predict_error(capsys, folder, image_file)
     assert str(folder / "model.onnx") in err and "ONNX" in err
 
 

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deploy_helpers import agreement as _agreement  # noqa: E402
 from deploy_helpers import compare_detections  # noqa: E402
 from deploy_helpers import segment_labels as _segment_labels  # noqa: E402
+from deploy_helpers import assert_list_gives_one_by_one, demo_images  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 WEIGHTS = "imagenet:mobilenet_v2"
@@ -83,17 +84,8 @@ def _checkpoint(folder: Path, config: str, dataset: str, opts=()) -> Path:
 
 @pytest.fixture(scope="module")
 def images():
-    """Two demo images (192x160), and resized copies: 500x300 (down to the 320 long-side limit),
-    240x400 (portrait, short side 160), 128x96 (resized up) and 333x170 (odd sizes)."""
-    from d2seg.data.demo import ensure_demo
-
-    files = sorted((ensure_demo() / "val" / "images").iterdir())
-    first, second = (cv2.imread(str(f)) for f in files[:2])
-    return {"demo_0": first, "demo_1": second,
-            "500x300": cv2.resize(first, (500, 300), interpolation=cv2.INTER_LINEAR),
-            "240x400": cv2.resize(second, (240, 400), interpolation=cv2.INTER_LINEAR),
-            "128x96": cv2.resize(second, (128, 96), interpolation=cv2.INTER_AREA),
-            "333x170": cv2.resize(first, (333, 170), interpolation=cv2.INTER_LINEAR)}
+    """The demo images and five resized copies (deploy_helpers.demo_images)."""
+    return demo_images()
 
 
 @pytest.fixture(scope="module", params=sorted(SEMANTIC))
@@ -135,11 +127,7 @@ def test_min_score_on_a_semantic_export_is_refused(semantic):
 def test_a_list_of_images_gives_the_one_by_one_results(semantic, images):
     from d2seg.deploy import load
 
-    exported = load(semantic[2], threads=1)
-    listed = exported(list(images.values()))
-    assert isinstance(listed, list) and len(listed) == len(images)
-    for image, got in zip(images.values(), listed):
-        np.testing.assert_array_equal(got["sem_seg"], exported(image)["sem_seg"])
+    assert_list_gives_one_by_one(load(semantic[2], threads=1), images)
 
 
 @pytest.fixture(scope="module")

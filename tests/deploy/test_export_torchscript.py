@@ -31,6 +31,7 @@ from d2seg.errors import D2SegError
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deploy_helpers import agreement, compare_detections, compare_results_json  # noqa: E402
 from deploy_helpers import segment_labels  # noqa: E402
+from deploy_helpers import assert_list_gives_one_by_one, demo_images, predict_error  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 WEIGHTS = "imagenet:mobilenet_v2"
@@ -89,17 +90,8 @@ def instance(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images():
-    """Two demo images (192x160, as trained), and resized copies: 500x300 (down to the 320
-    long-side limit), 240x400 (portrait, short side 160), 128x96 (resized up), 333x170 (odd)."""
-    from d2seg.data.demo import ensure_demo
-
-    files = sorted((ensure_demo() / "val" / "images").iterdir())
-    first, second = (cv2.imread(str(f)) for f in files[:2])
-    return {"demo_0": first, "demo_1": second,
-            "500x300": cv2.resize(first, (500, 300), interpolation=cv2.INTER_LINEAR),
-            "240x400": cv2.resize(second, (240, 400), interpolation=cv2.INTER_LINEAR),
-            "128x96": cv2.resize(second, (128, 96), interpolation=cv2.INTER_AREA),
-            "333x170": cv2.resize(first, (333, 170), interpolation=cv2.INTER_LINEAR)}
+    """The demo images and five resized copies (deploy_helpers.demo_images)."""
+    return demo_images()
 
 
 def test_export_folder_describes_the_torchscript_model(instance):
@@ -128,15 +120,8 @@ def test_instances_agree_with_pytorch(instance, images):
 def test_a_list_of_images_gives_the_one_by_one_results(instance, images):
     from d2seg.deploy import load
 
-    model = load(instance[1], threads=1)
-    listed = model(list(images.values()))
-    assert isinstance(listed, list) and len(listed) == len(images)
-    for image, got in zip(images.values(), listed):
-        alone = model(image)
-        assert got.keys() == alone.keys() and len(got["scores"]) > 0
-        for key in alone:
-            np.testing.assert_array_equal(got[key], alone[key])
-
+    listed = assert_list_gives_one_by_one(load(instance[1], threads=1), images)
+    assert all(len(got["scores"]) > 0 for got in listed)
 
 def test_no_detections_is_an_empty_result(instance, images, tmp_path):
     """At score threshold 0.9 the random heads leave no detection (PyTorch's output is checked
@@ -254,24 +239,9 @@ def test_panoptic_agrees_with_pytorch(tmp_path_factory, images):
 # -- wrong backend, a file that is not TorchScript, an older reader: one error line each -------
 
 
-def _predict_error(capsys, model_dir: Path, image: Path, *args) -> str:
-    code = main(["predict", str(image), "--model", str(model_dir), *args, "--out",
-                 str(model_dir.parent / "out")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1, err
-    return err
-
-
-@pytest.fixture
-def image_file(tmp_path, images):
-    path = tmp_path / "im.png"
-    cv2.imwrite(str(path), images["demo_0"])
-    return path
-
-
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_onnx_backend_on_a_torchscript_folder(instance, capsys, image_file, backend):
-    err = _predict_error(capsys, instance[1], image_file, "--backend", backend)
+    err = predict_error(capsys, instance[1], image_file, "--backend", backend)
     assert str(instance[1] / "model.json") in err and "torchscript export" in err
     assert f"the {backend} backend cannot serve it" in err and "use backend torchscript" in err
 
@@ -283,7 +253,7 @@ def test_torchscript_backend_on_an_onnx_folder(instance, tmp_path, capsys, image
     meta = json.loads((instance[1] / "model.json").read_text())
     meta.update(model_format="onnx", model_file="model.onnx", format_version=1)
     (folder / "model.json").write_text(json.dumps(meta))
-    err = _predict_error(capsys, folder, image_file, "--backend", "torchscript")
+    err = predict_error(capsys, folder, image_file, "--backend", "torchscript")
     assert str(folder / "model.json") in err and "onnx export" in err
     assert "use backend onnxruntime or openvino" in err
 
@@ -293,7 +263,7 @@ def test_model_file_that_is_not_torchscript(instance, tmp_path, capsys, image_fi
     folder.mkdir()
     (folder / "model.json").write_bytes((instance[1] / "model.json").read_bytes())
     (folder / "model.ts").write_bytes(b"PK\x03\x04 not a TorchScript archive" * 10)
-    err = _predict_error(capsys, folder, image_file)
+    err = predict_error(capsys, folder, image_file)
     assert str(folder / "model.ts") in err and "cannot load it as a TorchScript model" in err
 
 
