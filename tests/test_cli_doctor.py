@@ -60,7 +60,9 @@ def test_deploy_backends_report_the_installed_versions(monkeypatch):
     """Each export backend shows its distribution's installed version; one that is missing
     shows its install command instead."""
     found = diagnostics.deploy_backends()
-    for backend, (dist, _) in diagnostics.DEPLOY_BACKENDS.items():
+    from d2seg.deploy import BACKEND_PACKAGES
+
+    for backend, (dist, _, _) in BACKEND_PACKAGES.items():
         assert found[backend] == f"{dist} {importlib.metadata.version(dist)}"
     real = importlib.metadata.version
 

@@ -23,6 +23,11 @@ FORMAT = "d2seg-export"
 # would hand model.ts to onnxruntime)
 FORMAT_VERSION = 2
 TASKS = ("instances", "semantic", "panoptic")  # what an export folder may serve
+# each backend that serves export folders: the distribution providing it, how to install it,
+# and the plain pip alternative to the d2seg extra (None: the command names the packages)
+BACKEND_PACKAGES = {"onnxruntime": ("onnxruntime", "pip install 'd2seg[deploy]'", "onnxruntime"),
+                    "openvino": ("openvino", "pip install 'd2seg[openvino]'", "openvino"),
+                    "torchscript": ("torch", "pip install torch torchvision", None)}
 
 
 def load(folder, threads: int | None = None, *, task: str | None = None,
@@ -33,4 +38,4 @@ def load(folder, threads: int | None = None, *, task: str | None = None,
     return _load(folder, threads=threads, task=task, backend=backend, min_score=min_score)
 
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "TASKS", "load"]
+__all__ = ["BACKEND_PACKAGES", "FORMAT", "FORMAT_VERSION", "TASKS", "load"]

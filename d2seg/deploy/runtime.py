@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from d2seg.deploy import FORMAT, FORMAT_VERSION, TASKS
+from d2seg.deploy import BACKEND_PACKAGES, FORMAT, FORMAT_VERSION, TASKS
 from d2seg.errors import D2SegError
 from d2seg.io.json import read_json
 
@@ -32,7 +32,7 @@ OUTPUTS = ("boxes", "classes", "mask_probs", "scores")  # a detector's graph out
 SEMANTIC_OUTPUTS = ("sem_seg_logits",)
 TASK_OUTPUTS = {"instances": OUTPUTS, "semantic": SEMANTIC_OUTPUTS,
                 "panoptic": OUTPUTS + SEMANTIC_OUTPUTS}
-BACKENDS = ("onnxruntime", "openvino", "torchscript")
+BACKENDS = tuple(BACKEND_PACKAGES)  # onnxruntime, openvino, torchscript
 # which backends serve each model format (model.json's "model_format"; the first is the default)
 FORMAT_BACKENDS = {"onnx": ("onnxruntime", "openvino"), "torchscript": ("torchscript",)}
 
@@ -322,9 +322,9 @@ def read_model_json(folder: Path) -> dict:
     return meta
 
 
-_INSTALL = {"onnxruntime": "pip install 'd2seg[deploy]' (or: pip install onnxruntime)",
-            "openvino": "pip install 'd2seg[openvino]' (or: pip install openvino)",
-            "torchscript": "pip install torch torchvision"}
+def _install_hint(backend: str) -> str:
+    _, install, plain = BACKEND_PACKAGES[backend]
+    return f"{install} (or: pip install {plain})" if plain else install
 
 
 def _import_backend(backend: str):
@@ -342,7 +342,7 @@ def _import_backend(backend: str):
     except ImportError as e:
         package = backend if backend != "torchscript" else (e.name or "torch")
         raise D2SegError(f"{package} is not installed (the {backend} backend runs exported "
-                         "models on it)", hint=_INSTALL[backend]) from None
+                         "models on it)", hint=_install_hint(backend)) from None
     return module
 
 

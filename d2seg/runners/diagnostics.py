@@ -11,6 +11,8 @@ import platform
 import time
 from dataclasses import dataclass
 
+from d2seg.deploy import BACKEND_PACKAGES
+
 PACKAGES = {
     "torch": "torch",
     "torchvision": "torchvision",
@@ -48,17 +50,11 @@ def versions() -> dict[str, str]:
     return found
 
 
-# what serves an export folder (d2seg predict --model): backend -> (distribution, install)
-DEPLOY_BACKENDS = {"onnxruntime": ("onnxruntime", "pip install 'd2seg[deploy]'"),
-                   "openvino": ("openvino", "pip install 'd2seg[openvino]'"),
-                   "torchscript": ("torch", "pip install torch torchvision")}
-
-
 def deploy_backends() -> dict[str, str]:
     """Each export backend's installed version, or how to install it (read from the
-    distributions' metadata: nothing is imported)."""
+    distributions' metadata: no backend is imported)."""
     found = {}
-    for backend, (dist, install) in DEPLOY_BACKENDS.items():
+    for backend, (dist, install, _) in BACKEND_PACKAGES.items():
         try:
             found[backend] = f"{dist} {importlib.metadata.version(dist)}"
         except importlib.metadata.PackageNotFoundError:
