@@ -54,6 +54,8 @@ def _check(proc: subprocess.CompletedProcess) -> None:
 PROBE = """
 import json, os, sys
 from detectron2.utils import comm
+def threads():
+    return sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
 from d2seg.config import get_cfg
 from d2seg.engine.launch import check_ready_to_train, init_from_env
 init_from_env("cpu")
@@ -75,17 +77,22 @@ t = torch.tensor([comm.get_rank()])
 dist.all_reduce(t, group=comm._LOCAL_PROCESS_GROUP)
 seen["local_rank_sum"] = int(t)
 seen["odd_batch"] = odd_batch
-open(os.path.join(sys.argv[1], f"rank{seen['rank']}.json"), "w").write(json.dumps(seen))
+comm.all_gather({"rank": seen["rank"]})  # detectron2's gather: its cached gloo group
+seen["threads_in_job"] = threads()
 from d2seg.engine.launch import shutdown
 comm.synchronize()
 shutdown()
+seen["threads_after_shutdown"] = threads()
+seen["initialized_after_shutdown"] = dist.is_initialized()
+open(os.path.join(sys.argv[1], f"rank{seen['rank']}.json"), "w").write(json.dumps(seen))
 """
 
 
 @pytest.mark.slow
 def test_torchrun_numbering_reaches_detectron2_comm(tmp_path):
     """Two 'machines' of two processes each: detectron2's rank, local rank and per-machine
-    group agree with what torchrun put in each process's environment."""
+    group agree with what torchrun put in each process's environment. shutdown() ends every
+    gloo worker thread: one left running into interpreter exit aborted finished processes."""
     script = tmp_path / "probe.py"
     script.write_text(PROBE)
     port = str(_free_port())
@@ -108,6 +115,10 @@ def test_torchrun_numbering_reaches_detectron2_comm(tmp_path):
         assert s["local_rank_sum"] == sum(machines[s["node"]])
         assert s["odd_batch"].startswith("D2SegError: SOLVER.IMS_PER_BATCH: SOLVER.IMS_PER_BATCH 6")
         assert "does not split over 4 processes" in s["odd_batch"]
+        gloo = [name for name in s["threads_in_job"] if "gloo" in name]
+        assert gloo, s["threads_in_job"]  # so the check below is about the process groups' threads
+        assert not [name for name in s["threads_after_shutdown"] if "gloo" in name], s
+        assert not s["initialized_after_shutdown"]
 
 
 def test_torchrun_environment_is_checked(monkeypatch):
