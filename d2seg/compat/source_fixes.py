@@ -99,6 +99,15 @@ REWRITES: list[tuple[str, str, str, int, str]] = [
         "train with several processes on CPU (torchrun, gloo); tested by "
         "tests/engine/test_distributed.py",
     ),
+    (
+        "detectron2/utils/comm.py",
+        "    storage = torch.ByteStorage.from_buffer(buffer)\n"
+        "    tensor = torch.ByteTensor(storage).to(device=device)\n",
+        "    tensor = torch.frombuffer(bytearray(buffer), dtype=torch.uint8).to(device=device)\n",
+        1,
+        "torch 2 deprecates typed storages (TypedStorage, to be removed): every comm.all_gather "
+        "(multi-process evaluation, checkpoint hand-over) warned on every rank",
+    ),
 ]
 
 

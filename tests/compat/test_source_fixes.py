@@ -154,3 +154,25 @@ def test_export_and_flop_counting_import_without_caffe2():
     model = torch.nn.Linear(4, 3)
     flops = FlopCountAnalysis(model, (torch.zeros(2, 4),))
     assert flops.total() == 2 * 4 * 3  # fvcore counts one flop per multiply-add
+
+
+def test_all_gather_serializes_without_typed_storage(tmp_path):
+    # detectron2's comm.all_gather pickled objects into a tensor through torch.ByteStorage,
+    # which torch 2 deprecates: every multi-process evaluation warned on every rank
+    import pickle
+    import warnings
+
+    import torch.distributed as dist
+    from detectron2.utils import comm
+
+    data = {"image_id": 7, "scores": np.arange(5, dtype=np.float32)}
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            tensor = comm._serialize_to_tensor(data, dist.group.WORLD)
+    finally:
+        dist.destroy_process_group()
+    assert tensor.dtype == torch.uint8 and tensor.numel() == len(pickle.dumps(data))
+    back = pickle.loads(tensor.numpy().tobytes())
+    assert back["image_id"] == 7 and np.array_equal(back["scores"], data["scores"])
