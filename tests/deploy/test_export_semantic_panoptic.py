@@ -53,9 +53,9 @@ PANOPTIC_OPTS = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
                  "MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH", "0.3"]
 
 
-def _export(config: str, dataset: str, weights, out: Path, opts=()) -> None:
+def _export(config: str, dataset: str, weights, out: Path, opts=(), fmt: str = "onnx") -> None:
     assert main(["export", "--config-file", str(REPO / config), "--weights", str(weights),
-                 "--dataset", dataset, "--format", "onnx", "--out", str(out),
+                 "--dataset", dataset, "--format", fmt, "--out", str(out),
                  "--opts", *opts]) == 0
 
 
@@ -166,15 +166,17 @@ def test_panoptic_agrees_with_pytorch(panoptic, images):
     assert things > 0
 
 
-def test_panoptic_without_detections(panoptic, images, tmp_path):
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_panoptic_without_detections(panoptic, images, tmp_path, fmt):
     """At score threshold 0.9 the random heads leave no detection (PyTorch's output is checked to
-    be empty too): the export returns empty instances and a panoptic map of stuff segments only,
-    like PyTorch's."""
+    be empty too): the export, in either format, returns empty instances and a panoptic map of
+    stuff segments only, like PyTorch's."""
     from d2seg.deploy import load
 
     checkpoint, _ = panoptic
     opts = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.9"]
-    _export(PANOPTIC, PANOPTIC_DATASET, checkpoint, tmp_path / "strict", opts)
+    _export(PANOPTIC, PANOPTIC_DATASET, checkpoint, tmp_path / "strict", opts, fmt)
+    assert json.loads((tmp_path / "strict" / "model.json").read_text())["model_format"] == fmt
     image = images["demo_0"]
     ref = _eager(PANOPTIC, PANOPTIC_DATASET, checkpoint, opts)([image])[0]
     assert len(ref["instances"]) == 0
