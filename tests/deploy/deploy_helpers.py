@@ -1,5 +1,6 @@
 """What the deploy tests share: the test images, comparisons of an exported model's answers
-with PyTorch's, and the one-error-line check of ``d2seg predict --model``."""
+with PyTorch's, the one-error-line check of ``d2seg predict --model``, and ``d2seg label``
+with an export folder."""
 
 from __future__ import annotations
 
@@ -122,3 +123,47 @@ def predict_error(capsys, model_dir, image, *args) -> str:
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
     return err
+
+
+def check_label_with_exported_model(exported, images: dict, tmp_path) -> None:
+    """``d2seg label suggest --model`` writes one annotation per detection of ``d2seg predict
+    --model`` (same scores and category ids), each polygon set (tolerance 0) rasterising to that
+    detection's mask with holes filled; ``d2seg label next --model`` ranks the images."""
+    import json
+
+    import cv2
+    import pytest
+    from pycocotools import mask as mask_util
+    from scipy import ndimage as ndi
+
+    from d2seg.cli.main import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("demo_0", "demo_1"):
+        cv2.imwrite(str(folder / f"{name}.png"), images[name])
+    assert main(["predict", str(folder), "--model", str(exported), "--out",
+                 str(tmp_path / "pred"), "--no-render", "--batch-size", "1"]) == 0
+    pred = json.loads((tmp_path / "pred" / "results.json").read_text())
+    files = {im["id"]: im["file_name"] for im in
+             json.loads((tmp_path / "pred" / "images.json").read_text())}
+    pred = [r for r in pred if mask_util.area(r["segmentation"]) > 0]
+    assert main(["label", "suggest", str(folder), "--model", str(exported), "--out",
+                 str(tmp_path / "suggest"), "--tolerance", "0", "--score-thresh", "0",
+                 "--batch-size", "1", "--quiet"]) == 0
+    coco = json.loads((tmp_path / "suggest" / "instances.json").read_text())
+    names = {im["id"]: im["file_name"] for im in coco["images"]}
+    key = lambda file, score: (file, -round(score, 5))  # noqa: E731
+    ours = sorted(coco["annotations"], key=lambda a: key(names[a["image_id"]], a["score"]))
+    theirs = sorted(pred, key=lambda r: key(files[r["image_id"]], r["score"]))
+    assert len(ours) == len(theirs) > 0
+    for a, r in zip(ours, theirs):
+        assert a["category_id"] == r["category_id"] and a["score"] == pytest.approx(r["score"],
+                                                                                    abs=1e-6)
+        mask = mask_util.decode(r["segmentation"]).astype(bool)
+        drawn = mask_util.decode(mask_util.merge(mask_util.frPyObjects(a["segmentation"],
+                                                                       *mask.shape)))
+        assert np.array_equal(drawn.astype(bool), ndi.binary_fill_holes(mask))
+    assert main(["label", "next", str(folder), "--model", str(exported), "-n", "1", "--out",
+                 str(tmp_path / "next"), "--quiet"]) == 0
+    assert len(json.loads((tmp_path / "next" / "ranking.json").read_text())["images"]) == 2

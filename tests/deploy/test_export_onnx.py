@@ -27,7 +27,7 @@ from d2seg.cli.main import main  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deploy_helpers import compare_detections as _compare  # noqa: E402
-from deploy_helpers import compare_results_json  # noqa: E402
+from deploy_helpers import check_label_with_exported_model, compare_results_json  # noqa: E402
 from deploy_helpers import assert_list_gives_one_by_one, demo_images, predict_error  # noqa: E402
 
 CONFIG = "configs/instance/mask_rcnn_MNV2_FPN_cpu_quick.yaml"
@@ -349,38 +349,4 @@ def test_backend_not_installed(exported, image_file, tmp_path, package, backend_
 
 
 def test_label_suggest_and_next_with_an_exported_model(exported, images, tmp_path):
-    """``d2seg label suggest --model`` writes one annotation per detection of ``d2seg predict
-    --model`` (same scores and category ids), each polygon set (tolerance 0) rasterising to that
-    detection's mask with holes filled; ``d2seg label next --model`` ranks the images."""
-    from pycocotools import mask as mask_util
-    from scipy import ndimage as ndi
-
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for name in ("demo_0", "demo_1"):
-        cv2.imwrite(str(folder / f"{name}.png"), images[name])
-    assert main(["predict", str(folder), "--model", str(exported), "--out",
-                 str(tmp_path / "pred"), "--no-render", "--batch-size", "1"]) == 0
-    pred = json.loads((tmp_path / "pred" / "results.json").read_text())
-    files = {im["id"]: im["file_name"] for im in
-             json.loads((tmp_path / "pred" / "images.json").read_text())}
-    pred = [r for r in pred if mask_util.area(r["segmentation"]) > 0]
-    assert main(["label", "suggest", str(folder), "--model", str(exported), "--out",
-                 str(tmp_path / "suggest"), "--tolerance", "0", "--score-thresh", "0",
-                 "--batch-size", "1", "--quiet"]) == 0
-    coco = json.loads((tmp_path / "suggest" / "instances.json").read_text())
-    names = {im["id"]: im["file_name"] for im in coco["images"]}
-    key = lambda file, score: (file, -round(score, 5))  # noqa: E731
-    ours = sorted(coco["annotations"], key=lambda a: key(names[a["image_id"]], a["score"]))
-    theirs = sorted(pred, key=lambda r: key(files[r["image_id"]], r["score"]))
-    assert len(ours) == len(theirs) > 0
-    for a, r in zip(ours, theirs):
-        assert a["category_id"] == r["category_id"] and a["score"] == pytest.approx(r["score"],
-                                                                                    abs=1e-6)
-        mask = mask_util.decode(r["segmentation"]).astype(bool)
-        drawn = mask_util.decode(mask_util.merge(mask_util.frPyObjects(a["segmentation"],
-                                                                       *mask.shape)))
-        assert np.array_equal(drawn.astype(bool), ndi.binary_fill_holes(mask))
-    assert main(["label", "next", str(folder), "--model", str(exported), "-n", "1", "--out",
-                 str(tmp_path / "next"), "--quiet"]) == 0
-    assert len(json.loads((tmp_path / "next" / "ranking.json").read_text())["images"]) == 2
+    check_label_with_exported_model(exported, images, tmp_path)

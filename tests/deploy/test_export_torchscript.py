@@ -9,8 +9,8 @@ semantic labels: >= 99.9% of pixels; panoptic segments: >= 99% of pixels).
 
 Also: an export with no detection gives an empty result, a list of images the one-by-one
 results; ``d2seg predict --model`` serves the export in an interpreter that never imports
-detectron2 and writes PyTorch's results.json; a size baked into the trace fails the export's
-own check. Wrong backend for the folder's format, a model.ts that is not TorchScript and a
+detectron2 and writes PyTorch's results.json; ``d2seg label suggest/next --model`` take the
+folder; a size baked into the trace fails the export's own check. Wrong backend for the folder's format, a model.ts that is not TorchScript and a
 format-1 reader given the folder are one error line each."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from d2seg.errors import D2SegError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deploy_helpers import agreement, compare_detections, compare_results_json  # noqa: E402
-from deploy_helpers import segment_labels  # noqa: E402
+from deploy_helpers import check_label_with_exported_model, segment_labels  # noqa: E402
 from deploy_helpers import assert_list_gives_one_by_one, demo_images, predict_error  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -174,6 +174,10 @@ code = main(["predict", sys.argv[2], "--model", sys.argv[1], "--out", sys.argv[3
 print("PROBE " + json.dumps([code, model.backend, len(result["boxes"]),
                              "torchvision" in sys.modules, "detectron2" in sys.modules]))
 """
+
+
+def test_label_suggest_and_next_with_a_torchscript_model(instance, images, tmp_path):
+    check_label_with_exported_model(instance[1], images, tmp_path)
 
 
 def test_predict_model_without_detectron2_writes_the_same_results(instance, images, tmp_path):
