@@ -100,9 +100,9 @@ def environment() -> dict:
 
 
 def coco_numbers(results: Path) -> dict:
-    """bbox/segm AP (percent) of a results JSON against the demo val ground truth (pycocotools'
-    numbers, through d2seg's evaluate_coco). ``d2seg predict`` numbers the images it reads
-    itself (its images.json beside results.json): those ids are mapped to the ground truth's by
+    """bbox/segm AP (percent) of ``d2seg predict``'s results.json against the demo val ground
+    truth (pycocotools' numbers, through d2seg's evaluate_coco). predict numbers the images it
+    reads itself (images.json beside results.json): its ids are mapped to the ground truth's by
     file name."""
     from detectron2.data import MetadataCatalog
 
@@ -111,13 +111,15 @@ def coco_numbers(results: Path) -> dict:
 
     register_datasets()
     gt_json = MetadataCatalog.get(VAL).json_file
-    detections = json.loads(results.read_text())
-    listing = results.parent / "images.json"
-    if listing.is_file():
-        gt_ids = {im["file_name"]: im["id"] for im in json.loads(Path(gt_json).read_text())["images"]}
-        ours = {im["id"]: gt_ids[im["file_name"]] for im in json.loads(listing.read_text())}
-        detections = [{**d, "image_id": ours[d["image_id"]]} for d in detections]
-    report = evaluate_coco(gt_json, detections)
+    gt_ids = {im["file_name"]: im["id"] for im in json.loads(Path(gt_json).read_text())["images"]}
+    listing = json.loads((results.parent / "images.json").read_text())
+    ours = {im["id"]: gt_ids[im["file_name"]] for im in listing}
+    detections = [{**d, "image_id": ours[d["image_id"]]} for d in json.loads(results.read_text())]
+    return ap_percent(evaluate_coco(gt_json, detections))
+
+
+def ap_percent(report: dict) -> dict:
+    """bbox/segm AP in percent of a COCO report (evaluate_coco's, d2seg eval's metrics.json)."""
     return {f"{t}_AP": round(100 * r["stats"]["AP"], 3) for t, r in report.items()}
 
 
@@ -164,7 +166,7 @@ def main(argv=None) -> int:
         if weights.is_file() and steps.run(f"eval_{where}", d2seg(
                 "eval", "--config-file", str(INSTANCE_CONFIG), "--weights", str(weights),
                 "--dataset", VAL, "--out", str(folder), "--no-plots", "MODEL.DEVICE", where)):
-            numbers[where] = coco_numbers(folder / "eval" / VAL / "coco_instances_results.json")
+            numbers[where] = ap_percent(json.loads((folder / "metrics.json").read_text()))
     if numbers:
         steps.note("eval", **numbers)
 
@@ -184,7 +186,6 @@ def main(argv=None) -> int:
     from d2seg.data.demo import ensure_demo
 
     images = ensure_demo() / "val" / "images"
-    predicted = {}
     for where in dict.fromkeys([device, "cpu"]):
         folder = work / f"predict_{where}"
         name = f"predict_{where}"
@@ -195,7 +196,6 @@ def main(argv=None) -> int:
             seconds = steps.summary["steps"][name]["seconds"]
             steps.note(name, images_per_s_with_start_up=round(count_images(images) / seconds, 2),
                        **coco_numbers(folder / "results.json"))
-            predicted[where] = folder / "results.json"
 
     # 5. ONNX export of the GPU-trained weights, served by predict --model (onnxruntime, CPU)
     export = work / "export"

@@ -10,8 +10,9 @@ semantic labels: >= 99.9% of pixels; panoptic segments: >= 99% of pixels).
 Also: an export with no detection gives an empty result, a list of images the one-by-one
 results; ``d2seg predict --model`` serves the export in an interpreter that never imports
 detectron2 and writes PyTorch's results.json; ``d2seg label suggest/next --model`` take the
-folder; a size baked into the trace fails the export's own check. Wrong backend for the folder's format, a model.ts that is not TorchScript and a
-format-1 reader given the folder are one error line each."""
+folder; a size baked into the trace fails the export's own check. Wrong backend for the
+folder's format, a model.ts that is not TorchScript and a format-1 reader given the folder are
+one error line each."""
 
 from __future__ import annotations
 
@@ -122,6 +123,7 @@ def test_a_list_of_images_gives_the_one_by_one_results(instance, images):
 
     listed = assert_list_gives_one_by_one(load(instance[1], threads=1), images)
     assert all(len(got["scores"]) > 0 for got in listed)
+
 
 def test_no_detections_is_an_empty_result(instance, images, tmp_path):
     """At score threshold 0.9 the random heads leave no detection (PyTorch's output is checked
